@@ -1,0 +1,37 @@
+# The README's commands. Each builds .venv first when it is missing or stale (scripts/setup_env.sh).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup demo test test-quick lint typecheck bench-reward lock clean
+
+setup:
+	@bash scripts/setup_env.sh
+
+demo: setup
+	$(PY) -m nemo_spatial.reward demo --config conf/base.yaml
+
+test: setup lint typecheck
+	$(PY) -m pytest -q
+
+test-quick: setup
+	$(PY) -m pytest -q -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check nemo_spatial tests benchmarks
+	$(VENV)/bin/ruff format --check nemo_spatial tests benchmarks
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+bench-reward: setup
+	$(PY) benchmarks/reward_throughput.py
+
+# Re-resolve requirements/stack.lock from requirements/stack.in (needs PyPI).
+lock:
+	rm -rf /tmp/nemo-spatial-lock && $$(bash -c 'source scripts/setup_env.sh >/dev/null 2>&1; true'; echo python3.12) -m venv /tmp/nemo-spatial-lock
+	PIP_FIND_LINKS= /tmp/nemo-spatial-lock/bin/pip install -q -r requirements/stack.in
+	/tmp/nemo-spatial-lock/bin/pip freeze --exclude-editable | sort > requirements/stack.lock
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache .mypy_cache .ruff_cache

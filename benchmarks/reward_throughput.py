@@ -1,0 +1,103 @@
+"""Reward throughput: responses per second per preset, and what each component costs.
+
+    python benchmarks/reward_throughput.py [--n 20000] [--seed 0]
+
+Responses have the shape of a policy's mid-training output on STVQA (2-6 ground-truth objects, 0-3
+relations; about 60% well formed, a third of those with the right answer and boxes off by a few pixels,
+the rest broken in the ways policies break them), scored on one core with the offline similarity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from collections.abc import Callable
+
+from nemo_spatial.reward import RewardSample, RewardScorer
+from nemo_spatial.reward import spatialthinker as st
+from nemo_spatial.reward.parsing import extract_answer, parse_scene
+from nemo_spatial.reward.similarity import TrigramSimilarity
+
+LABELS = ["man", "bike", "car", "dog", "tree", "chair", "table", "cup", "fire_hydrant", "person"]
+PROBLEM = "<image>...\nImage size: (640 x 480)\nNow answer the following question:\nQ. ...\n(A) left\n(B) right"
+
+
+def make_case(rng: random.Random) -> RewardSample:
+    n_objects = rng.randint(2, 6)
+    objects = []
+    for i, label in enumerate(rng.sample(LABELS, n_objects)):
+        x, y = rng.randint(0, 500), rng.randint(0, 380)
+        objects.append({"id": f"{label}.{i + 1}", "bbox": [x, y, x + rng.randint(20, 140), y + rng.randint(20, 100)]})
+    relations = [
+        {"subject": objects[0]["id"], "predicate": "left of", "object": objects[j]["id"]}
+        for j in range(1, min(n_objects, rng.randint(1, 4)))
+    ]
+    gt = f"<scene>{json.dumps({'objects': objects, 'relationships': relations})}</scene>\n<answer>(A) left</answer>"
+    pred_objects = [
+        {"id": o["id"], "bbox": [v + rng.randint(-15, 15) for v in o["bbox"]]} for o in objects if rng.random() < 0.85
+    ]
+    scene = json.dumps({"objects": pred_objects, "relationships": relations[: rng.randint(0, len(relations))]})
+    answer = rng.choice(["(A) left", "(B) right", "(a) LEFT"])
+    roll = rng.random()
+    if roll < 0.6:
+        text = f"<observe>I see {n_objects} things.</observe>\n<scene>{scene}</scene>\n<think>Compare x.</think>\n"
+        text += f"<answer>{answer}</answer>"
+    elif roll < 0.75:
+        text = f"<think>hmm</think><answer>{answer}</answer>"  # missing blocks
+    elif roll < 0.9:
+        text = f"<observe>x</observe><scene>{scene[:-5]}</scene><think>y</think><answer>{answer}</answer>"
+    else:
+        text = "I think the answer is (A) left. " * rng.randint(1, 20)
+    return RewardSample(text, gt, PROBLEM)
+
+
+def rate(fn: Callable[[RewardSample], object], cases: list[RewardSample]) -> float:
+    start = time.perf_counter()
+    for case in cases:
+        fn(case)
+    return len(cases) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    cases = [make_case(rng) for _ in range(args.n)]
+    sim = TrigramSimilarity()
+    print(f"{args.n} responses of realistic shape, one process, trigram similarity")
+    for preset in ("spatialthinker", "r1v"):
+        scorer = RewardScorer(preset, sim)
+        scorer.score_batch(cases[:200])  # warm caches and imports
+        start = time.perf_counter()
+        batch = scorer.score_batch(cases)
+        per_s = args.n / (time.perf_counter() - start)
+        print(f"  {preset:15s} {per_s:10,.0f} responses/s  (mean overall {sum(batch.column('overall')) / args.n:.3f})")
+
+    formatted = [c for c in cases if st.format_reward(c.response) == 1.0]
+    spatial_cases = [c for c in formatted if extract_answer(c.response).lower() == "(a) left"]
+    print("per-component cost (spatialthinker), microseconds per call:")
+    parts = {
+        "format (tags + JSON + validation)": (lambda c: st.format_reward(c.response), cases),
+        "count (one scene parse)": (
+            lambda c: st.count_reward(parse_scene(c.response), st.parse_ground_truth(c.ground_truth).scene),
+            formatted,
+        ),
+        "accuracy": (
+            lambda c: st.accuracy_reward(extract_answer(c.response), extract_answer(c.ground_truth)),
+            formatted,
+        ),
+        "spatial (parses + mciou + Hungarian)": (
+            lambda c: st.spatial_reward(parse_scene(c.response), st.parse_ground_truth(c.ground_truth), 640, 480, sim),
+            spatial_cases,
+        ),
+    }
+    for name, (fn, subset) in parts.items():
+        print(f"  {name:38s} {1e6 / rate(fn, subset):8.1f} us  (on {len(subset)} responses)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Typed configuration: dataclasses per component, YAML under conf/, `key=value` overrides.
+
+    cfg = load_config("conf/base.yaml", ["reward.preset=r1v", "run.seed=3"])
+
+A YAML file may name the files it extends with `_base_: other.yaml` (or a list, paths relative to the
+file); they are merged first, so a recipe is a minimal diff against the base. Every key is checked against
+the dataclasses: an unknown or misspelled key raises ConfigError naming the key and the nearest valid one,
+a value of the wrong type names the key and the type, and each dataclass's `__post_init__` rejects invalid
+values and combinations with a message that says what to change.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from nemo_spatial.reward.batch import PRESETS
+
+BASE_KEY = "_base_"
+SIMILARITY_BACKENDS = ("auto", "spacy", "trigram")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key and the fix."""
+
+
+@dataclass
+class RunConfig:
+    """Where a run writes and how it is seeded."""
+
+    name: str = "debug"
+    output_dir: str = "outputs"
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ConfigError(f"run.name={self.name!r} must be a non-empty name without '/'")
+
+
+@dataclass
+class RewardConfig:
+    """The reward: preset, label similarity backend, and where it is computed."""
+
+    preset: str = "spatialthinker"
+    similarity: str = "auto"
+    similarity_model: str = "en_core_web_md"
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ConfigError(f"reward.preset={self.preset!r} is not a preset; use one of: {', '.join(PRESETS)}")
+        if self.similarity not in SIMILARITY_BACKENDS:
+            raise ConfigError(
+                f"reward.similarity={self.similarity!r} is not a backend; use one of: {', '.join(SIMILARITY_BACKENDS)}"
+            )
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.output_dir) / self.run.name
+
+
+def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> Config:
+    """The Config from defaults, then the YAML file (with its bases), then `key=value` overrides."""
+    layers = [_load_yaml_with_bases(Path(path))] if path is not None else []
+    layers.append(_parse_overrides(overrides or []))
+    return build(Config, layers)
+
+
+def build[T](schema: type[T], layers: list[DictConfig]) -> T:
+    """Merge `layers` onto the dataclass `schema` and instantiate it, with actionable errors."""
+    merged: DictConfig = OmegaConf.structured(schema)
+    for layer in layers:
+        try:
+            merged = OmegaConf.merge(merged, layer)  # type: ignore[assignment]
+        except (ConfigKeyError, ConfigAttributeError) as error:
+            raise ConfigError(_unknown_key_message(schema, error)) from None
+        except OmegaConfBaseException as error:
+            raise ConfigError(f"config key {error.full_key!r}: {error.msg}") from None
+    try:
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except OmegaConfBaseException as error:
+        cause = error.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise ConfigError(f"config key {error.full_key!r}: {error.msg}") from None
+
+
+def _unknown_key_message(schema: type, error: OmegaConfBaseException) -> str:
+    key = error.full_key or str(error.key)
+    valid = valid_keys(schema)
+    nearest = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean {nearest[0]!r}?" if nearest else f"; valid keys: {', '.join(valid)}"
+    return f"unknown config key {key!r}{hint}"
+
+
+def valid_keys(schema: type, prefix: str = "") -> list[str]:
+    """Every dotted key of a dataclass schema, e.g. 'reward.preset'."""
+    keys: list[str] = []
+    for f in fields(schema):  # type: ignore[arg-type]
+        dotted = f"{prefix}{f.name}"
+        keys.append(dotted)
+        sub = f.default_factory if callable(f.default_factory) else None  # type: ignore[misc]
+        if sub is not None and is_dataclass(sub):
+            keys.extend(valid_keys(sub, f"{dotted}."))  # type: ignore[arg-type]
+    return keys
+
+
+def _load_yaml_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
+    path = path.resolve()
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    if path in seen:
+        raise ConfigError(f"config file {path} extends itself through {BASE_KEY}")
+    loaded = OmegaConf.load(path)
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    bases = loaded.pop(BASE_KEY, None)
+    base_paths = [bases] if isinstance(bases, str) else list(bases or [])
+    layers = [_load_yaml_with_bases(path.parent / str(base), (*seen, path)) for base in base_paths]
+    return OmegaConf.merge(*layers, loaded) if layers else loaded  # type: ignore[return-value]
+
+
+def _parse_overrides(overrides: list[str]) -> DictConfig:
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override {item!r} must look like key=value, e.g. reward.preset=r1v")
+    return OmegaConf.from_dotlist(overrides)
+
+
+def to_yaml(cfg: Any) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def write_run_metadata(cfg: Config, run_dir: Path | None = None) -> Path:
+    """Write the resolved config and the code revision next to a run's outputs; returns the directory."""
+    run_dir = run_dir or cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    info = {"git": git_revision(), "argv": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    (run_dir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    return run_dir
+
+
+def git_revision() -> str:
+    """`<commit>` or `<commit>-dirty` of the source tree this package runs from; 'unknown' outside git."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = _git(root, "rev-parse", "HEAD")
+        dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()

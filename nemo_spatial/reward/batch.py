@@ -1,0 +1,102 @@
+"""Scoring a batch of responses: one preset, per-sample results, per-sample errors.
+
+A sample that cannot be scored (a prompt without `Image size`, a malformed ground truth, a non-string
+field) gets every component 0 and its error message; the rest of the batch is scored, the errors are
+counted in the result and logged once per batch. Scoring never raises for a bad sample.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+
+from nemo_spatial.reward import r1v, spatialthinker
+from nemo_spatial.reward.similarity import LabelSimilarity, make_similarity
+from nemo_spatial.reward.spatialthinker import Components
+
+logger = logging.getLogger(__name__)
+
+COMPONENTS = ("overall", "format", "count", "accuracy", "spatial")
+PRESETS = ("spatialthinker", "r1v")
+
+
+@dataclass(frozen=True)
+class RewardSample:
+    response: str
+    ground_truth: str
+    problem: str
+
+
+@dataclass(frozen=True)
+class RewardResult:
+    """One sample's reward: every component, and `error` (None when it was scored)."""
+
+    overall: float
+    format: float
+    count: float
+    accuracy: float
+    spatial: float
+    error: str | None = None
+
+    def components(self) -> dict[str, float]:
+        return {name: getattr(self, name) for name in COMPONENTS}
+
+
+@dataclass
+class BatchResult:
+    results: list[RewardResult]
+    n_errors: int = 0
+    first_errors: list[str] = field(default_factory=list)
+
+    def column(self, name: str) -> list[float]:
+        return [getattr(result, name) for result in self.results]
+
+
+ScoreFn = Callable[[str, str, str], Components]
+
+
+class RewardScorer:
+    """A preset bound to its label similarity; call `score_batch` on samples."""
+
+    def __init__(self, preset: str = "spatialthinker", similarity: LabelSimilarity | str = "auto") -> None:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown reward preset {preset!r}; use one of: {', '.join(PRESETS)}")
+        self.preset = preset
+        self.similarity = make_similarity(similarity) if isinstance(similarity, str) else similarity
+        self._score = self._bind(preset)
+
+    def _bind(self, preset: str) -> ScoreFn:
+        if preset == "r1v":
+            return r1v.score
+        sim = self.similarity
+        return lambda response, ground_truth, problem: spatialthinker.score(response, ground_truth, problem, sim)
+
+    def score_one(self, sample: RewardSample) -> RewardResult:
+        try:
+            _check_fields(sample)
+            parts = self._score(sample.response, sample.ground_truth, sample.problem)
+        except Exception as error:  # noqa: BLE001 - a bad sample must not stop the batch
+            return RewardResult(0.0, 0.0, 0.0, 0.0, 0.0, error=f"{type(error).__name__}: {error}")
+        return RewardResult(**asdict(parts))
+
+    def score_batch(self, samples: Iterable[RewardSample]) -> BatchResult:
+        batch = BatchResult([self.score_one(sample) for sample in samples])
+        errors = [(i, r.error) for i, r in enumerate(batch.results) if r.error is not None]
+        batch.n_errors = len(errors)
+        batch.first_errors = [f"sample {i}: {message}" for i, message in errors[:5]]
+        if errors:
+            logger.warning(
+                "%d of %d samples could not be scored (reward 0); first: %s",
+                len(errors),
+                len(batch.results),
+                "; ".join(batch.first_errors),
+            )
+        return batch
+
+
+def _check_fields(sample: RewardSample) -> None:
+    for name in ("response", "ground_truth", "problem"):
+        value = getattr(sample, name)
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a string, got {type(value).__name__}")
