@@ -1,0 +1,128 @@
+"""Where per-step metrics go: JSONL (always), TensorBoard, Weights & Biases, and the console.
+
+One `MetricsLogger` fans a flat `{name: number}` dict out to every enabled sink. Only the first rank of a
+run logs (the trainer gives the others a disabled logger). Sinks:
+- JSONL: `metrics.jsonl` in the run directory, one line per step, flushed every line (survives a crash).
+- TensorBoard: `torch.utils.tensorboard.SummaryWriter` under `tensorboard/`.
+- W&B: `wandb.init(mode=...)`; `offline` (the default) writes under `wandb/` with no network, to be
+  synced later with `wandb sync`; `online` needs a key; `disabled` turns it off.
+- Console: a rich progress bar over the run's steps with the headline metrics.
+Non-finite values are logged as they are (JSONL writes NaN/Infinity) so a diverging run stays visible.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nemo_spatial.config import ConfigError
+
+logger = logging.getLogger(__name__)
+
+WANDB_MODES = ("offline", "online", "disabled")
+CONSOLE_KEYS = ("reward/overall/mean", "actor/kl", "actor/grad_norm", "timing/step_s")
+
+
+@dataclass
+class LoggingConfig:
+    """Metrics sinks. JSONL is always written; the rest by flag."""
+
+    tensorboard: bool = True
+    wandb_mode: str = "offline"
+    wandb_project: str = "nemo-spatial"
+    progress_bar: bool = True
+    rollout_sample_every: int = 5
+
+    def __post_init__(self) -> None:
+        if self.wandb_mode not in WANDB_MODES:
+            raise ConfigError(f"logging.wandb_mode={self.wandb_mode!r}; use one of: {', '.join(WANDB_MODES)}")
+        if self.rollout_sample_every < 0:
+            raise ConfigError("logging.rollout_sample_every must be >= 0 (0 saves no rollout samples)")
+
+
+class MetricsLogger:
+    """Fan-out of per-step metrics; `close()` flushes every sink."""
+
+    def __init__(self, cfg: LoggingConfig, run_dir: Path, run_name: str, total_steps: int, enabled: bool = True):
+        self.enabled = enabled
+        self._jsonl = None
+        self._tb: Any = None
+        self._wandb: Any = None
+        self._progress: Any = None
+        self._task: Any = None
+        if not enabled:
+            return
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self._jsonl = (run_dir / "metrics.jsonl").open("a", buffering=1)
+        if cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+        if cfg.wandb_mode != "disabled":
+            self._wandb = _start_wandb(cfg, run_dir, run_name)
+        if cfg.progress_bar:
+            self._progress, self._task = _start_progress(total_steps)
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        assert self._jsonl is not None
+        self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
+        if self._tb is not None:
+            for name, value in metrics.items():
+                self._tb.add_scalar(name, value, step)
+        if self._wandb is not None:
+            self._wandb.log(metrics, step=step)
+        if self._progress is not None:
+            shown = "  ".join(
+                f"{key.split('/')[-2] if key.count('/') > 1 else key.split('/')[-1]}={_short(metrics[key])}"
+                for key in CONSOLE_KEYS
+                if key in metrics
+            )
+            self._progress.update(self._task, completed=step, description=shown)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+        if self._jsonl is not None:
+            self._jsonl.close()
+        self.enabled = False
+
+
+def _short(value: float) -> str:
+    return f"{value:.4g}" if math.isfinite(value) else str(value)
+
+
+def _start_wandb(cfg: LoggingConfig, run_dir: Path, run_name: str) -> Any:
+    try:
+        import wandb
+
+        return wandb.init(
+            project=cfg.wandb_project,
+            name=run_name,
+            dir=str(run_dir),
+            mode=cfg.wandb_mode,  # type: ignore[arg-type]  # validated in LoggingConfig
+            settings=wandb.Settings(silent=True),
+        )
+    except Exception as error:  # noqa: BLE001 - W&B trouble must not stop training; JSONL still has everything
+        logger.warning("W&B logging disabled (%s: %s); metrics still go to metrics.jsonl", type(error).__name__, error)
+        return None
+
+
+def _start_progress(total_steps: int) -> tuple[Any, Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn("step"), MofNCompleteColumn(), BarColumn(), TimeRemainingColumn(), TextColumn("{task.description}")
+    )
+    task = progress.add_task("", total=total_steps)
+    progress.start()
+    return progress, task
