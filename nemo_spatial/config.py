@@ -24,6 +24,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from nemo_spatial.algorithms.config import AlgorithmConfig
 from nemo_spatial.reward.batch import PRESETS
 
 BASE_KEY = "_base_"
@@ -68,6 +69,7 @@ class RewardConfig:
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
 
     @property
     def run_dir(self) -> Path:
