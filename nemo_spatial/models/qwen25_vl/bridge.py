@@ -1,0 +1,195 @@
+"""Qwen2.5-VL as a Megatron model, built by Megatron-Bridge from a Hugging Face checkpoint directory.
+
+    loaded = load_model(hf_path, policy_cfg, layout, ddp_config)   # after nemo_spatial.parallel.state.initialize
+    loaded.chunks         # [Qwen25VLModel] (wrapped in Megatron DDP when ddp_config is given)
+    loaded.bridge         # the AutoBridge: HF <-> Megatron weight conversion (export_hf_weights)
+
+Choices and departures from the bridge's defaults:
+- Layer spec: Transformer Engine's on GPU (where TE is installed), Megatron's local (torch) spec otherwise.
+- mRoPE sections come from the HF config (`rope_parameters` / `rope_scaling` `mrope_section`); the bridge keeps
+  [16, 24, 24], which is right only for head dim 128 (Qwen2.5-VL-3B/7B) and wrong for any other.
+- On CPU: `use_cpu_initialization`, and every fused kernel off (they exist only on GPU).
+- Loss normalisation is the caller's (`calculate_per_token_loss=True`: Megatron neither divides the loss by the
+  number of micro-batches nor averages gradients over data-parallel ranks; see forward.py).
+- Sequence parallel with the local spec: layer_spec.py (torch norms tagged `sequence_parallel`, which
+  Megatron's own local norm refuses).
+- Transformer Engine is optional: `megatron.bridge.peft.lora_layers` imports it at module level, so
+  `import_megatron_bridge()` lets that one module see an inert stand-in while it is executed (LoRA is then
+  unusable, and nothing here uses it); every other module still sees TE as absent.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nemo_spatial.config import ConfigError
+from nemo_spatial.models.qwen25_vl.config import PolicyConfig
+from nemo_spatial.parallel.layout import Layout, check_model_fits
+from nemo_spatial.parallel.state import transformer_engine_available
+
+_LORA_MODULE = "megatron.bridge.peft.lora_layers"
+_CPU_FUSIONS_OFF = (
+    "gradient_accumulation_fusion",
+    "bias_dropout_fusion",
+    "bias_activation_fusion",
+    "masked_softmax_fusion",
+    "apply_rope_fusion",
+    "persist_layer_norm",
+)
+
+
+@dataclass
+class LoadedModel:
+    """The model chunks of this rank, the provider (its TransformerConfig) and the bridge that converts weights."""
+
+    chunks: list[Any]
+    provider: Any
+    bridge: Any
+
+
+def import_megatron_bridge() -> types.ModuleType:
+    """`import megatron.bridge`, with TE stood in for `megatron.bridge.peft.lora_layers` when TE is missing."""
+    needs_stand_in = "megatron.bridge" not in sys.modules and importlib.util.find_spec("transformer_engine") is None
+    if needs_stand_in and not any(isinstance(finder, _LoraLayersFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _LoraLayersFinder())
+    import megatron.bridge
+
+    return megatron.bridge
+
+
+class _Missing(type):
+    def __getattr__(cls, name: str) -> Any:
+        return cls
+
+
+class _TransformerEngineStandIn(metaclass=_Missing):
+    """Any attribute of the stand-in TE is this class (annotations and base classes at import time only)."""
+
+
+class _LoraLayersFinder(importlib.abc.MetaPathFinder):
+    """Finds `megatron.bridge.peft.lora_layers` and executes it with a stand-in `transformer_engine` in place."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname != _LORA_MODULE:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return None
+        spec.loader = _WithStandInLoader(spec.loader)
+        return spec
+
+
+class _WithStandInLoader(importlib.abc.Loader):
+    def __init__(self, real: Any) -> None:
+        self.real = real
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+        return self.real.create_module(spec)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        package = types.ModuleType("transformer_engine")
+        package.__path__ = []
+        pytorch = types.ModuleType("transformer_engine.pytorch")
+        pytorch.__path__ = []
+        pytorch.__getattr__ = lambda name: _TransformerEngineStandIn  # type: ignore[method-assign]
+        package.pytorch = pytorch  # type: ignore[attr-defined]
+        sys.modules["transformer_engine"], sys.modules["transformer_engine.pytorch"] = package, pytorch
+        try:
+            self.real.exec_module(module)
+        finally:
+            del sys.modules["transformer_engine"], sys.modules["transformer_engine.pytorch"]
+
+
+def hf_mrope_section(hf_config: Any) -> list[int]:
+    """The text model's mRoPE sections (temporal, height, width) from a Qwen2.5-VL HF config."""
+    text_config = getattr(hf_config, "text_config", hf_config)
+    for key in ("rope_parameters", "rope_scaling"):
+        params = getattr(text_config, key, None) or getattr(hf_config, key, None) or {}
+        if isinstance(params, dict) and params.get("mrope_section"):
+            return [int(x) for x in params["mrope_section"]]
+    raise ConfigError(
+        f"the Hugging Face config {getattr(hf_config, 'name_or_path', '')!r} has no mrope_section in "
+        "text_config.rope_parameters or rope_scaling; it is not a Qwen2.5-VL checkpoint"
+    )
+
+
+def use_gpu() -> bool:
+    return torch.cuda.is_available()
+
+
+def make_provider(hf_path: str | Path, cfg: PolicyConfig, layout: Layout, *, load_weights: bool = True) -> tuple:
+    """(provider, bridge): the bridge's Qwen25VLModelProvider configured for this layout, precision and machine."""
+    path = Path(hf_path)
+    if not (path / "config.json").is_file():
+        raise ConfigError(
+            f"policy.hf_path={str(hf_path)!r} is not a Hugging Face checkpoint directory (no config.json)"
+        )
+    import_megatron_bridge()
+    from megatron.bridge import AutoBridge
+    from megatron.bridge.models.gpt_provider import transformer_engine_layer_spec
+
+    from nemo_spatial.models.qwen25_vl.layer_spec import local_block_spec
+
+    bridge = AutoBridge.from_hf_pretrained(str(path), torch_dtype=torch.float32)
+    provider = bridge.to_megatron_provider(load_weights=load_weights)
+    check_model_fits(
+        layout,
+        num_layers=provider.num_layers,
+        num_attention_heads=provider.num_attention_heads,
+        num_query_groups=provider.num_query_groups or provider.num_attention_heads,
+    )
+    provider.tensor_model_parallel_size = layout.tensor
+    provider.pipeline_model_parallel_size = layout.pipeline
+    provider.context_parallel_size = layout.context
+    provider.sequence_parallel = layout.sequence_parallel
+    provider.mrope_section = hf_mrope_section(bridge.hf_pretrained.config)
+    provider.freeze_vision_model = cfg.freeze_vision_model
+    provider.freeze_vision_projection = cfg.freeze_vision_projection
+    provider.seq_length = cfg.max_seq_length
+    # The caller normalises the loss globally (see forward.py); Megatron must not rescale it.
+    provider.calculate_per_token_loss = True
+    # Under PP each micro-batch keeps its own padded length; the schedules exchange shapes first.
+    provider.variable_seq_lengths = layout.pipeline > 1
+    if provider.variable_seq_lengths and not provider.num_moe_experts:
+        # Megatron rejects variable lengths with the (default) allgather MoE dispatcher even without experts.
+        provider.moe_token_dispatcher_type = "alltoall"
+    if transformer_engine_available():
+        provider.transformer_layer_spec = transformer_engine_layer_spec
+    else:
+        provider.transformer_layer_spec = local_block_spec
+    if not use_gpu():
+        provider.use_cpu_initialization = True
+        for name in _CPU_FUSIONS_OFF:
+            setattr(provider, name, False)
+    _apply_precision(provider, cfg)
+    return provider, bridge
+
+
+def _apply_precision(provider: Any, cfg: PolicyConfig) -> None:
+    from nemo_spatial.models.qwen25_vl.fp8 import mixed_precision_config
+
+    mixed_precision_config(cfg, gpu=use_gpu()).setup(provider)
+
+
+def load_model(
+    cfg: PolicyConfig, layout: Layout, ddp_config: Any | None = None, hf_path: str | None = None
+) -> LoadedModel:
+    """Build this rank's model chunks with the HF weights converted and sharded by the bridge."""
+    provider, bridge = make_provider(hf_path or cfg.hf_path, cfg, layout)
+    provider.finalize()
+    chunks = provider.provide_distributed_model(
+        ddp_config=ddp_config,
+        wrap_with_ddp=ddp_config is not None,
+        use_cpu_initialization=not use_gpu(),
+        bf16=provider.bf16,
+        fp16=False,
+    )
+    return LoadedModel(chunks=chunks, provider=provider, bridge=bridge)

@@ -1,0 +1,130 @@
+"""Distributed (torch_dist) checkpoints of the policy's model and optimizer: resumable, reshardable, atomic.
+
+    save_policy_checkpoint(path, chunks, optimizer, scheduler, layout, step)   # every rank
+    info = load_policy_checkpoint(path, chunks, optimizer, scheduler, layout)  # every rank
+
+Format: Megatron-Core `dist_checkpointing` (torch_dist): each rank writes its own shards; the model's sharded
+state dict describes every tensor by its global shape and offset, so the model loads into any TP / PP / DP
+layout (save at TP=2, load at TP=1 or PP=2). The distributed optimizer is saved as "dp_reshardable" (the
+format that works on gloo; ../shared/docs/stack-notes.md): it reloads under any DP size but only at the TP x PP
+it was saved with, as in Megatron-LM. Loading at another TP/PP therefore restores the model only (a warning
+says so); `load_optimizer=True` makes that an error instead.
+
+Atomic: shards go to `<path>.partial/`; after every rank has finished, rank 0 writes `nemo_spatial_policy.json`
+(layout, step, scheduler state) and renames the directory to `<path>` (an existing `<path>` is moved aside first
+and deleted only after the new one is in place). A crash mid-save leaves `<path>` as it was; a directory without
+the marker file is refused on load.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from nemo_spatial.parallel.layout import Layout
+
+MARKER = "nemo_spatial_policy.json"
+OPTIMIZER_SHARDING = {"distrib_optim_sharding_type": "dp_reshardable"}
+logger = logging.getLogger(__name__)
+
+
+def _model_key(index: int, count: int) -> str:
+    return "model" if count == 1 else f"model{index}"
+
+
+def _sharded_state(chunks: list[Any], optimizer: Any | None, *, is_loading: bool) -> dict[str, Any]:
+    state: dict[str, Any] = {_model_key(i, len(chunks)): chunk.sharded_state_dict() for i, chunk in enumerate(chunks)}
+    if optimizer is not None:
+        state["optimizer"] = optimizer.sharded_state_dict(state, is_loading=is_loading, metadata=OPTIMIZER_SHARDING)
+    return state
+
+
+def save_policy_checkpoint(
+    path: str | Path, chunks: list[Any], optimizer: Any, scheduler: Any, layout: Layout, step: int
+) -> Path:
+    """Write model + optimizer shards of every rank into `path`, atomically (collective: call on every rank)."""
+    from megatron.core import dist_checkpointing
+
+    final = Path(path)
+    staging = final.with_name(final.name + ".partial")
+    rank = dist.get_rank()
+    if rank == 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    dist.barrier()
+    dist_checkpointing.save(_sharded_state(chunks, optimizer, is_loading=False), str(staging))
+    dist.barrier()
+    if rank == 0:
+        info = {
+            "step": step,
+            "tensor": layout.tensor,
+            "pipeline": layout.pipeline,
+            "data": layout.data,
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        }
+        (staging / MARKER).write_text(json.dumps(info, indent=2) + "\n")
+        _replace_directory(staging, final)
+    dist.barrier()
+    return final
+
+
+def _replace_directory(staging: Path, final: Path) -> None:
+    previous = final.with_name(final.name + ".previous")
+    shutil.rmtree(previous, ignore_errors=True)
+    if final.exists():
+        final.rename(previous)
+    staging.rename(final)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def read_checkpoint_info(path: str | Path) -> dict[str, Any]:
+    marker = Path(path) / MARKER
+    if not marker.is_file():
+        raise FileNotFoundError(
+            f"{path} is not a complete policy checkpoint (no {MARKER}; an interrupted save leaves "
+            f"`{Path(path).name}.partial`); load the previous checkpoint"
+        )
+    return json.loads(marker.read_text())  # type: ignore[no-any-return]
+
+
+def load_policy_checkpoint(
+    path: str | Path,
+    chunks: list[Any],
+    optimizer: Any | None,
+    scheduler: Any | None,
+    layout: Layout,
+    load_optimizer: bool | None = None,
+) -> dict[str, Any]:
+    """Load the model (any layout) and, when the TP x PP layout matches, the optimizer and schedule."""
+    from megatron.core import dist_checkpointing
+
+    info = read_checkpoint_info(path)
+    same_model_split = (info["tensor"], info["pipeline"]) == (layout.tensor, layout.pipeline)
+    if load_optimizer and not same_model_split:
+        raise RuntimeError(
+            f"{path} holds optimizer state for TP={info['tensor']} PP={info['pipeline']}; this run is "
+            f"TP={layout.tensor} PP={layout.pipeline}. The distributed optimizer reshards only over DP: resume "
+            "with the saved TP and PP, or load the model only (load_optimizer=False)"
+        )
+    with_optimizer = optimizer is not None and (load_optimizer or (load_optimizer is None and same_model_split))
+    if optimizer is not None and not with_optimizer:
+        logger.warning("loading the model only from %s: %s", path, "optimizer state not requested or other TP/PP")
+    sharded = _sharded_state(chunks, optimizer if with_optimizer else None, is_loading=True)
+    with torch.no_grad():
+        state = dist_checkpointing.load(sharded, str(path))
+        for i, chunk in enumerate(chunks):
+            chunk.load_state_dict(state[_model_key(i, len(chunks))])
+        if with_optimizer and optimizer is not None:
+            optimizer.load_state_dict(state["optimizer"])
+        elif optimizer is not None:
+            optimizer.reload_model_params()  # the optimizer's fp32 main copies follow the loaded weights
+    if with_optimizer and scheduler is not None and info.get("scheduler"):
+        scheduler.load_state_dict(info["scheduler"])
+    info["optimizer_loaded"] = bool(with_optimizer)
+    return info

@@ -1,0 +1,69 @@
+"""Run a function on N local processes that form one torch.distributed world on 127.0.0.1 (tests, CPU runs).
+
+    results = spawn(worker, nprocs=2, args=(config_dict,))   # worker(rank, *args) -> picklable result
+
+Each process gets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR=127.0.0.1 and a free MASTER_PORT in its environment
+(what torchrun would set), so `nemo_spatial.parallel.state.initialize` works unchanged; returns the workers'
+results in rank order. A worker's exception is re-raised here with the rank and its traceback. Processes are
+started with the "spawn" method (a fresh interpreter: no forked locks or CUDA state), so `worker` must be
+importable at module level and the calling script needs an `if __name__ == "__main__":` guard.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.multiprocessing as mp
+
+from nemo_spatial.parallel.state import free_port
+
+
+def spawn(
+    worker: Callable[..., Any],
+    nprocs: int,
+    args: tuple[Any, ...] = (),
+    threads_per_process: int | None = None,
+    env: dict[str, str] | None = None,
+) -> list[Any]:
+    """worker(rank, *args) on `nprocs` processes of one world; their return values in rank order."""
+    threads = threads_per_process or max(1, (os.cpu_count() or 1) // nprocs)
+    with tempfile.TemporaryDirectory(prefix="nemo-spatial-spawn-") as tmp:
+        launch_env = {
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(free_port()),
+            "WORLD_SIZE": str(nprocs),
+            "OMP_NUM_THREADS": str(threads),
+            **(env or {}),
+        }
+        mp.start_processes(
+            _run_worker,
+            args=(worker, args, launch_env, threads, tmp),
+            nprocs=nprocs,
+            join=True,
+            start_method="spawn",
+        )
+        return [torch.load(Path(tmp) / f"rank{rank}.pt", weights_only=False) for rank in range(nprocs)]
+
+
+def _run_worker(
+    rank: int, worker: Callable[..., Any], args: tuple[Any, ...], env: dict[str, str], threads: int, out_dir: str
+) -> None:
+    os.environ.update(env)
+    os.environ["RANK"] = os.environ["LOCAL_RANK"] = str(rank)
+    torch.set_num_threads(threads)
+    try:
+        result = worker(rank, *args)
+    finally:
+        _destroy_quietly()
+    torch.save(result, Path(out_dir) / f"rank{rank}.pt")
+
+
+def _destroy_quietly() -> None:
+    from nemo_spatial.parallel.state import destroy
+
+    destroy()
