@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from nemo_spatial.algorithms.config import AlgorithmConfig
+from nemo_spatial.generation.config import GenerationConfig
 from nemo_spatial.reward.batch import PRESETS
 
 BASE_KEY = "_base_"
@@ -70,6 +71,7 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
 
     @property
     def run_dir(self) -> Path:

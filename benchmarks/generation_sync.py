@@ -1,0 +1,147 @@
+"""Weight-sync and generation figures for the generation server (prints a table; no assertions).
+
+    python benchmarks/generation_sync.py [--layers 32] [--bucket-mb 512] [--repeats 3] [--skip-big]
+
+What it measures, all on this machine with real processes:
+1. memcpy bandwidth: a 1 GiB tensor copy (best of 3), the ceiling for any in-host transport.
+2. Shared-memory weight sync of a ~0.5B-parameter Qwen2.5-VL-shaped checkpoint (Qwen2.5-0.5B's layer
+   shapes: hidden 896, 14 heads x 64, 2 KV heads, MLP 4864; 32 layers so the offline 2,048-token vocabulary
+   still gives ~0.48B parameters) into a spawned server in bf16: seconds per full sync and GB/s, split into
+   the trainer's part (cast + write the buckets to /dev/shm) and the rest (vLLM loading and repacking).
+3. Generation throughput (new tokens/s) of that model and of the tiny test model, batched rollouts with
+   n samples per prompt, each with an image.
+4. The share of a GRPO step that the sync takes, sync / (sync + generation) for one rollout batch of the
+   0.5B model: an upper bound, since the trainer's forward/backward adds to the step and not to the sync.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from nemo_spatial.generation import GenerationConfig, GenerationRequest, SamplingConfig
+from nemo_spatial.generation.buckets import iter_buckets, write_bucket
+from nemo_spatial.generation.client import ServerGenerator
+from nemo_spatial.models.tiny import TINY, TinyShape, build_tiny_qwen25_vl
+
+PROMPT = (
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+    "<|vision_start|><|image_pad|><|vision_end|>Describe the scene graph of this image.<|im_end|>\n"
+    "<|im_start|>assistant\n"
+)
+
+
+def memcpy_gb_per_s(nbytes: int = 1 << 30) -> float:
+    source = torch.ones(nbytes, dtype=torch.uint8)
+    target = torch.empty_like(source)
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        target.copy_(source)
+        best = min(best, time.perf_counter() - start)
+    return nbytes / 1e9 / best
+
+
+def half_billion_shape(layers: int) -> TinyShape:
+    return TinyShape(hidden_size=896, intermediate_size=4864, num_hidden_layers=layers, num_attention_heads=14)
+
+
+def load_weights(model_dir: Path) -> list[tuple[str, torch.Tensor]]:
+    from safetensors.torch import load_file
+
+    weights: dict[str, torch.Tensor] = {}
+    for shard in sorted(model_dir.glob("*.safetensors")):
+        weights.update(load_file(shard))
+    return list(weights.items())
+
+
+def trainer_side_seconds(weights: list[tuple[str, torch.Tensor]], bucket_bytes: int, shm_dir: Path) -> float:
+    """Cast + write every bucket to shared memory, without a consumer (the trainer's share of a sync)."""
+    start = time.perf_counter()
+    for index, bucket in enumerate(iter_buckets(iter(weights), bucket_bytes, torch.bfloat16)):
+        path = shm_dir / f"{index:05d}.safetensors"
+        write_bucket(bucket, path)
+        path.unlink()
+    return time.perf_counter() - start
+
+
+def rollout_batch(prompts: int) -> list[GenerationRequest]:
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray((rng.random((112, 112, 3)) * 255).astype("uint8")) for _ in range(prompts)]
+    return [GenerationRequest(f"p{i}", PROMPT, images=[images[i]]) for i in range(prompts)]
+
+
+def generation_tokens_per_s(generator: ServerGenerator, prompts: int, n: int, max_tokens: int) -> tuple[float, float]:
+    params = SamplingConfig(n=n, max_tokens=max_tokens, seed=0)
+    generator.generate(rollout_batch(1), SamplingConfig(n=1, max_tokens=4))  # warm-up
+    start = time.perf_counter()
+    rollouts = generator.generate(rollout_batch(prompts), params)
+    seconds = time.perf_counter() - start
+    return sum(len(r.token_ids) for r in rollouts) / seconds, seconds
+
+
+def server(model_dir: Path, log_dir: Path, bucket_mb: int, dtype: str) -> ServerGenerator:
+    cfg = GenerationConfig(
+        dtype=dtype, max_model_len=2048, bucket_mb=bucket_mb, kv_cache_gb=1.0, startup_timeout_s=1200.0,
+        sampling=SamplingConfig(max_tokens=256),
+    )  # fmt: skip
+    return ServerGenerator.launch(cfg, str(model_dir), log_dir)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, default=32)
+    parser.add_argument("--bucket-mb", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--prompts", type=int, default=4)
+    parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--skip-big", action="store_true", help="only the tiny model's generation throughput")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="nemo-gen-bench-"))
+    print(f"memcpy bandwidth: {memcpy_gb_per_s():.2f} GB/s (1 GiB tensor copy, best of 3)")
+
+    tiny = build_tiny_qwen25_vl(work / "tiny", seed=0, shape=TINY)
+    generator = server(tiny, work / "logs-tiny", args.bucket_mb, "float32")
+    try:
+        rate, _ = generation_tokens_per_s(generator, args.prompts, args.n, args.max_tokens)
+        print(f"tiny model generation: {rate:.0f} new tokens/s ({args.prompts} prompts x n={args.n}, 1 image each)")
+    finally:
+        generator.close()
+    if args.skip_big:
+        return
+
+    model_dir = build_tiny_qwen25_vl(work / "half-billion", seed=0, shape=half_billion_shape(args.layers))
+    weights = load_weights(model_dir)
+    params = sum(t.numel() for _, t in weights)
+    print(f"~0.5B model: {params / 1e9:.3f} B parameters, {params * 2 / 1e9:.2f} GB in bf16")
+    trainer_s = trainer_side_seconds(weights, args.bucket_mb << 20, Path("/dev/shm"))
+    generator = server(model_dir, work / "logs-big", args.bucket_mb, "bfloat16")
+    try:
+        times = []
+        for version in range(1, args.repeats + 1):
+            stats = generator.update_weights(iter(weights), version)
+            times.append(stats.seconds)
+            print(f"  sync {version}: {stats.seconds:.2f} s, {stats.gb_per_s:.2f} GB/s, {stats.num_buckets} buckets")
+        sync_s = min(times)
+        gb = stats.num_bytes / 1e9
+        print(f"shm sync (bf16, {args.bucket_mb} MiB buckets): best {sync_s:.2f} s = {gb / sync_s:.2f} GB/s")
+        print(f"  of which trainer side (cast + write to /dev/shm): {trainer_s:.2f} s; vLLM load + repack: rest")
+        rate, gen_s = generation_tokens_per_s(generator, args.prompts, args.n, args.max_tokens)
+        print(f"~0.5B model generation: {rate:.0f} new tokens/s, one batch in {gen_s:.1f} s")
+        print(f"sync share of (sync + generation) per GRPO step: {sync_s / (sync_s + gen_s):.1%} (upper bound)")
+    finally:
+        generator.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""The generation configuration: where rollouts come from and how weights reach them.
+
+`GenerationConfig` is the `generation:` section of the root config. It is validated at construction, so a
+misspelled mode or an impossible combination (NCCL transport with no GPU visible, an in-process engine
+with a URL, top_p outside (0, 1]) fails before any engine starts, with the key and the fix in the message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MODES = ("server", "inprocess")
+TRANSPORTS = ("shm", "nccl")
+DTYPES = ("bfloat16", "float16", "float32", "auto")
+ON_SERVER_DEATH = ("stop", "restart")
+LOGPROBS_MODES = ("processed_logprobs", "raw_logprobs")
+
+
+@dataclass
+class SamplingConfig:
+    """Sampling for one batch of prompts; the defaults are SpatialThinker's rollout settings."""
+
+    n: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    max_tokens: int = 2048
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    # Return the log-probs of the prompt tokens too (used to check the weights, not during training).
+    prompt_logprobs: bool = False
+    # A random policy can sample <|image_pad|> and friends, which break the trainer's forward.
+    forbid_vision_tokens: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise _config_error(f"sampling n={self.n} must be >= 1 (samples per prompt; GRPO uses the group of n)")
+        if self.temperature < 0:
+            raise _config_error(f"sampling temperature={self.temperature} must be >= 0 (0 is greedy)")
+        if not 0 < self.top_p <= 1:
+            raise _config_error(f"sampling top_p={self.top_p} must be in (0, 1]; 1.0 disables nucleus sampling")
+        if self.top_k == 0 or self.top_k < -1:
+            raise _config_error(f"sampling top_k={self.top_k} must be -1 (off) or >= 1")
+        if self.max_tokens < 1:
+            raise _config_error(f"sampling max_tokens={self.max_tokens} must be >= 1")
+
+
+@dataclass
+class GenerationConfig:
+    """The rollout engine (vLLM) and the weight sync from the trainer into it."""
+
+    mode: str = "server"  # server: a vLLM server process (spawned, or at `url`); inprocess: a vLLM engine here
+    url: str = ""  # an already running server; empty: spawn one on 127.0.0.1
+    host: str = "127.0.0.1"  # where a spawned server binds
+    port: int = 0  # 0: a free port
+    transport: str = "shm"  # shm: /dev/shm files on one host (CPU and GPU); nccl: broadcast across hosts
+    shm_dir: str = "/dev/shm"
+    bucket_mb: int = 512  # bound on the weights staged at once, on each side
+    nccl_master_address: str = ""  # the trainer host's address the vLLM workers can reach (nccl transport)
+    nccl_master_port: int = 0  # 0: a free port
+    dtype: str = "bfloat16"
+    max_model_len: int = 8192
+    gpu_memory_utilization: float = 0.6
+    tensor_parallel_size: int = 1
+    enforce_eager: bool = True
+    logprobs_mode: str = "processed_logprobs"  # log-probs of the distribution actually sampled from
+    max_num_seqs: int = 64
+    kv_cache_gb: float = 0.0  # KV cache size; 0: from gpu_memory_utilization on GPUs, 2 GiB on CPU
+    startup_timeout_s: float = 600.0
+    request_timeout_s: float = 1800.0
+    health_timeout_s: float = 10.0
+    on_server_death: str = "stop"  # stop: raise with the server's log tail; restart: restart and re-sync
+    max_restarts: int = 2
+    log_dir: str = ""  # where a spawned server writes its log; empty: the run directory's generation/
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    val_sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(n=1, temperature=0.5))
+
+    def __post_init__(self) -> None:
+        _check_choice("generation.mode", self.mode, MODES)
+        _check_choice("generation.transport", self.transport, TRANSPORTS)
+        _check_choice("generation.dtype", self.dtype, DTYPES)
+        _check_choice("generation.on_server_death", self.on_server_death, ON_SERVER_DEATH)
+        _check_choice("generation.logprobs_mode", self.logprobs_mode, LOGPROBS_MODES)
+        if self.mode == "inprocess" and self.url:
+            raise _config_error(
+                f"generation.url={self.url!r} is set but generation.mode=inprocess builds its own engine; "
+                "use mode=server to talk to a running server, or clear the url"
+            )
+        if self.url and not self.url.startswith(("http://", "https://")):
+            raise _config_error(f"generation.url={self.url!r} must start with http:// or https://")
+        if self.bucket_mb < 1:
+            raise _config_error(f"generation.bucket_mb={self.bucket_mb} must be >= 1 (MiB staged per weight bucket)")
+        if not 0 <= self.port < 65536 or not 0 <= self.nccl_master_port < 65536:
+            raise _config_error(
+                "generation.port and generation.nccl_master_port must be in [0, 65535] (0: a free port)"
+            )
+        if self.max_model_len < 16:
+            raise _config_error(f"generation.max_model_len={self.max_model_len} must be >= 16")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise _config_error(f"generation.gpu_memory_utilization={self.gpu_memory_utilization} must be in (0, 1]")
+        if self.kv_cache_gb < 0:
+            raise _config_error(f"generation.kv_cache_gb={self.kv_cache_gb} must be >= 0 (0: the engine's default)")
+        if self.tensor_parallel_size < 1:
+            raise _config_error(f"generation.tensor_parallel_size={self.tensor_parallel_size} must be >= 1")
+        if self.max_restarts < 0:
+            raise _config_error(f"generation.max_restarts={self.max_restarts} must be >= 0")
+        for name in ("startup_timeout_s", "request_timeout_s", "health_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise _config_error(f"generation.{name}={getattr(self, name)} must be > 0 seconds")
+        if self.on_server_death == "restart" and self.url:
+            raise _config_error(
+                "generation.on_server_death=restart needs a server this process spawned; with generation.url set, "
+                "the server belongs to someone else: use on_server_death=stop, or clear the url"
+            )
+        if self.transport == "nccl" and self.mode == "inprocess":
+            raise _config_error(
+                "generation.transport=nccl is for a server on other hosts; an in-process engine shares this host, "
+                "so use transport=shm"
+            )
+        if self.sampling.max_tokens >= self.max_model_len:
+            raise _config_error(
+                f"generation.sampling.max_tokens={self.sampling.max_tokens} leaves no room for the prompt within "
+                f"generation.max_model_len={self.max_model_len}; raise max_model_len or lower max_tokens"
+            )
+
+    @property
+    def bucket_bytes(self) -> int:
+        return self.bucket_mb * 1024 * 1024
+
+
+def _config_error(message: str) -> Exception:
+    # Imported here: nemo_spatial.config imports this module to build the root Config.
+    from nemo_spatial.config import ConfigError
+
+    return ConfigError(message)
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise _config_error(f"{key}={value!r} is not valid; use one of: {', '.join(choices)}")
+
+
+def check_nccl_available() -> None:
+    """Raise with the fix when the NCCL transport is chosen where no CUDA device is visible."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise _config_error(
+            "generation.transport=nccl needs CUDA GPUs on the trainer and the vLLM workers; none is visible here. "
+            "Use generation.transport=shm (one host, CPU or GPU)"
+        )
