@@ -27,6 +27,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from nemo_spatial.algorithms.config import AlgorithmConfig
 from nemo_spatial.generation.config import GenerationConfig
 from nemo_spatial.reward.batch import PRESETS
+from nemo_spatial.reward.service_config import RewardServiceConfig
 
 BASE_KEY = "_base_"
 SIMILARITY_BACKENDS = ("auto", "spacy", "trigram")
@@ -70,6 +71,7 @@ class RewardConfig:
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
+    reward_service: RewardServiceConfig = field(default_factory=RewardServiceConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
 
