@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nemo_spatial.config import ConfigError
+from nemo_spatial.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,367 @@
+"""The GRPO loop: prompts -> rollouts -> rewards -> advantages -> policy updates -> weight sync, every step.
+
+One step, as SpatialThinker's (EasyR1/veRL) trainer runs it:
+ 1. the next `trainer.prompts_per_step` prompts (every rank reads the same, seeded, resumable stream);
+ 2. the driver (global rank 0) asks the generator for n samples each, with the step's own sampling seed, and
+    refuses rollouts from a stale weight version; groups the generator could not run are dropped whole;
+ 3. the driver scores them (in-process or the remote reward service) and broadcasts rollouts and rewards;
+ 4. GRPO advantages per group of n (groups by prompt index, never by text);
+ 5. the policy's log-probs of the sampled tokens before any update (`old`) and under the initial weights
+    (`ref`, for the KL term);
+ 6. `prompts_per_step / prompts_per_update` optimizer steps (x ppo_epochs), each over whole groups;
+ 7. the new weights go to the generator (version + 1), so the next rollouts are on-policy;
+ 8. metrics; validation every `val_every` steps; a checkpoint every `save_every` steps, at the end, and when
+    SIGTERM/SIGUSR1 asks for one (then the loop exits cleanly).
+Departures from upstream: mini-batches are taken in rollout order (upstream shuffles the rollout batch
+first; with one PPO epoch every sample is used once either way). Sampling is not seeded per request
+(`generation.sampling.seed` stays as configured): vLLM's CPU build crashes on per-request seeds ("CPU
+Generator does not use offset"), so a resumed run continues with the same prompts and weights but fresh
+samples.
+The loop sees only interfaces: the policy (models.qwen25_vl.MegatronPolicy), a `Generator`, a `RewardClient`,
+and the prompt streams; it never touches Megatron or vLLM types.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from nemo_spatial.algorithms import actor_loss, compute_advantages, prompt_group_ids, zero_variance_group_fraction
+from nemo_spatial.checkpoint import (
+    TrainerState,
+    capture_rng_state,
+    latest_checkpoint,
+    load_trainer_state,
+    restore_rng_state,
+    save_checkpoint,
+)
+from nemo_spatial.config import Config
+from nemo_spatial.generation.types import GenerationRequest, Generator, Rollout, require_version
+from nemo_spatial.logging_sinks import MetricsLogger
+from nemo_spatial.preemption import PreemptionFlag
+from nemo_spatial.reward import COMPONENTS, BatchResult, RewardSample
+from nemo_spatial.rollouts import build_policy_batch, keep_complete_groups
+
+logger = logging.getLogger(__name__)
+
+
+class Trainer:
+    """Runs `cfg.trainer.total_steps` GRPO steps on every rank; `generator`/`reward` live on the driver only."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        policy: Any,
+        prompts: Any,
+        generator: Generator | None,
+        reward: Any,
+        metrics: MetricsLogger,
+        run_dir: Path,
+        pad_id: int,
+        decode: Callable[[list[int]], str] | None = None,
+        val_prompts: Any = None,
+    ) -> None:
+        self.cfg, self.policy, self.prompts, self.val_prompts = cfg, policy, prompts, val_prompts
+        self.generator, self.reward, self.metrics = generator, reward, metrics
+        self.run_dir, self.pad_id, self.decode = run_dir, pad_id, decode
+        self.is_driver = not dist.is_initialized() or dist.get_rank() == 0
+        if self.is_driver and (generator is None or reward is None):
+            raise ValueError("the driver rank needs a generator and a reward client")
+        self.step = 0
+        self.version = 0
+
+    # ---- the loop ---------------------------------------------------------------------------------------
+    def fit(self) -> None:
+        """Train to `total_steps`, resuming from the latest checkpoint when there is one."""
+        tc = self.cfg.trainer
+        self._resume()
+        flag = PreemptionFlag().install()
+        try:
+            if tc.val_before_train and tc.val_every and self.val_prompts is not None:
+                self.metrics.log(self.step, self.validate())
+            while self.step < tc.total_steps:
+                metrics = self.train_step()
+                self.step += 1
+                if tc.val_every and self.step % tc.val_every == 0 and self.val_prompts is not None:
+                    metrics.update(self.validate())
+                self.metrics.log(self.step, metrics)
+                finished = self.step == tc.total_steps
+                if flag.requested or finished or (tc.save_every and self.step % tc.save_every == 0):
+                    self.save()
+                if flag.requested:
+                    logger.warning("stopped by %s after step %d; checkpoint saved", flag.signal_name, self.step)
+                    break
+        finally:
+            flag.uninstall()
+
+    def train_step(self) -> dict[str, float]:
+        """One GRPO step (see the module docstring); returns its metrics."""
+        timer = PhaseTimer()
+        n = self.cfg.generation.sampling.n
+        prompts = self.prompts.next_batch(self.cfg.trainer.prompts_per_step)
+        with timer("generate"):
+            rollouts = self._on_driver(lambda: self._generate(prompts, self.cfg.generation.sampling))
+        require_version([r for r in rollouts if r.ok], self.version)
+        groups = keep_complete_groups(rollouts, len(prompts), n)
+        prompts = [prompts[p] for p in groups.kept]
+        rollouts = [r for p in groups.kept for r in rollouts[p * n : (p + 1) * n]]
+        with timer("reward"):
+            scores: BatchResult = self._on_driver(lambda: self._score(prompts, rollouts, n))
+        metrics = {"rollout/dropped_groups": float(groups.dropped), **reward_metrics(scores, "reward")}
+        metrics.update(response_metrics(rollouts))
+        if prompts:
+            metrics.update(self._update(prompts, rollouts, scores, n, timer))
+        else:
+            logger.error("step %d: every group failed to generate (%s); no update", self.step + 1, groups.errors[:1])
+        if self.is_driver and self._sample_due():
+            self._save_rollout_sample(prompts, rollouts, scores)
+        metrics.update(timer.metrics())
+        tokens = sum(int(p.input_ids.numel()) for p in prompts) * n + sum(len(r.token_ids) for r in rollouts)
+        metrics["throughput/tokens_per_s"] = tokens / max(timer.total, 1e-9)
+        return metrics
+
+    def _update(
+        self, prompts: list[Any], rollouts: list[Rollout], scores: BatchResult, n: int, timer: PhaseTimer
+    ) -> dict[str, float]:
+        rewards = torch.tensor(scores.column("overall"), dtype=torch.float64)
+        groups = prompt_group_ids(len(prompts), n)
+        advantages = compute_advantages(self.cfg.algorithm.advantage_estimator, rewards, groups)
+        batch = build_policy_batch(prompts, rollouts, n, advantages, self.pad_id)
+        with timer("old_logprobs"):
+            batch.old_logprobs, _ = self.policy.compute_logprobs(batch)
+        if self.cfg.algorithm.kl_coef > 0:
+            with timer("ref_logprobs"):
+                batch.ref_logprobs = self.policy.reference_logprobs(batch)
+        updates: list[dict[str, float]] = []
+        with timer("update"):
+            for _ in range(self.cfg.trainer.ppo_epochs):
+                for rows in minibatch_rows(len(prompts), n, self.cfg.trainer.prompts_per_update):
+                    updates.append(self.policy.train_step(batch.select(rows), self._loss))
+        with timer("sync"):
+            sync = self._sync_weights()
+        metrics = {_prefixed("actor/", name): value for name, value in mean_metrics(updates).items()}
+        metrics.update(
+            {
+                "advantage/mean": float(advantages.mean()),
+                "advantage/std": float(advantages.std()) if advantages.numel() > 1 else 0.0,
+                "advantage/max": float(advantages.max()),
+                "advantage/min": float(advantages.min()),
+                "advantage/zero_variance_groups": float(zero_variance_group_fraction(rewards, groups)),
+                **sync,
+            }
+        )
+        return metrics
+
+    def _loss(
+        self,
+        logprobs: torch.Tensor,
+        old_logprobs: torch.Tensor,
+        ref_logprobs: torch.Tensor | None,
+        advantages: torch.Tensor,
+        response_mask: torch.Tensor,
+        *,
+        scale: Any,
+        rollout_log_probs: torch.Tensor | None = None,
+        **_: Any,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        out = actor_loss(
+            self.cfg.algorithm,
+            logprobs,
+            old_logprobs,
+            advantages,
+            response_mask,
+            ref_log_probs=ref_logprobs,
+            rollout_log_probs=rollout_log_probs,
+            scale=scale,
+        )
+        return out.loss, out.metrics()
+
+    # ---- the driver's side: generation, reward, weight sync ------------------------------------------------
+    def _generate(self, prompts: Sequence[Any], sampling: Any) -> list[Rollout]:
+        assert self.generator is not None
+        requests = [
+            GenerationRequest(prompt_id=f"{self.step}:{i}", prompt_token_ids=list(p.raw_prompt_ids), images=[p.image])
+            for i, p in enumerate(prompts)
+        ]
+        return self.generator.generate(requests, sampling)
+
+    def _score(self, prompts: Sequence[Any], rollouts: Sequence[Rollout], n: int) -> BatchResult:
+        assert self.decode is not None and self.reward is not None
+        samples = [
+            RewardSample(self.decode(r.token_ids), prompts[i // n].ground_truth, prompts[i // n].problem)
+            for i, r in enumerate(rollouts)
+        ]
+        return self.reward.score_batch(samples)
+
+    def _sync_weights(self) -> dict[str, float]:
+        """Every rank walks the (collective) weight export; the driver streams it to the generator."""
+        self.version += 1
+        named = self.policy.named_hf_weights()
+        if not self.is_driver:
+            for _ in named:
+                pass
+            return {}
+        assert self.generator is not None
+        stats = self.generator.update_weights(named, self.version)
+        return {"sync/seconds": stats.seconds, "sync/gb_per_s": stats.gb_per_s, "sync/bytes": float(stats.num_bytes)}
+
+    def _on_driver(self, work: Callable[[], Any]) -> Any:
+        """Run `work` on the driver and hand its (picklable) result to every rank."""
+        result = work() if self.is_driver else None
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            box = [result]
+            dist.broadcast_object_list(box, src=0)
+            result = box[0]
+        return result
+
+    # ---- validation, samples, checkpoints -----------------------------------------------------------------
+    def validate(self) -> dict[str, float]:
+        """Greedy-ish (temperature 0.5, n=1) rollouts on the validation prompts, scored; driver metrics."""
+
+        def run() -> dict[str, float]:
+            prompts = list(_take(self.val_prompts.one_pass(), self.cfg.trainer.val_prompts))
+            rollouts = self._generate(prompts, self.cfg.generation.val_sampling)
+            scores = self._score(prompts, rollouts, self.cfg.generation.val_sampling.n)
+            return reward_metrics(scores, "val/reward")
+
+        return self._on_driver(run) if self.val_prompts is not None or not self.is_driver else {}
+
+    def save(self) -> Path:
+        state = TrainerState(
+            step=self.step,
+            weight_version=self.version,
+            data_state=self.prompts.state_dict(),
+            rng_state=capture_rng_state(),
+        )
+        barrier = dist.barrier if dist.is_initialized() else (lambda: None)
+        path = save_checkpoint(
+            self.run_dir,
+            state,
+            lambda target: self.policy.save_checkpoint(str(target)),
+            keep_last=self.cfg.trainer.keep_last,
+            is_writer=self.is_driver,
+            barrier=barrier,
+        )
+        logger.info("checkpoint %s", path)
+        return path
+
+    def _resume(self) -> None:
+        checkpoint = latest_checkpoint(self.run_dir) if self.cfg.trainer.resume else None
+        if checkpoint is None:
+            return
+        state = load_trainer_state(checkpoint)
+        self.policy.load_checkpoint(str(checkpoint / "policy"))
+        self.prompts.load_state_dict(state.data_state)
+        restore_rng_state(state.rng_state)
+        self.step, self.version = state.step, state.weight_version - 1
+        self._sync_weights()  # the generator restarts from the HF weights: give it the checkpoint's
+        logger.info("resumed from %s at step %d", checkpoint, self.step)
+
+    def _sample_due(self) -> bool:
+        every = self.cfg.logging.rollout_sample_every
+        return every > 0 and (self.step + 1) % every == 0
+
+    def _save_rollout_sample(self, prompts: list[Any], rollouts: list[Rollout], scores: BatchResult) -> None:
+        """The first prompt's group: prompt, image, responses, scene graph and reward breakdown, for a person."""
+        if not prompts or self.decode is None:
+            return
+        n = self.cfg.generation.sampling.n
+        folder = self.run_dir / "rollouts" / f"step_{self.step + 1:06d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        prompts[0].image.save(folder / "image.png")
+        record = {
+            "prompt": prompts[0].problem,
+            "ground_truth": prompts[0].ground_truth,
+            "samples": [
+                {
+                    "response": self.decode(r.token_ids),
+                    "reward": scores.results[i].components(),
+                    "error": scores.results[i].error,
+                }
+                for i, r in enumerate(rollouts[:n])
+            ],
+        }
+        (folder / "rollouts.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+class PhaseTimer:
+    """Wall time of named phases of a step: `with timer("generate"): ...`; `metrics()` -> timing/*_s."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.started = time.perf_counter()
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+
+    @property
+    def total(self) -> float:
+        return time.perf_counter() - self.started
+
+    def metrics(self) -> dict[str, float]:
+        return {**{f"timing/{k}_s": v for k, v in self.seconds.items()}, "timing/step_s": self.total}
+
+
+def minibatch_rows(num_prompts: int, n: int, prompts_per_update: int) -> list[list[int]]:
+    """Rows of each optimizer step: whole groups of n, `prompts_per_update` groups at a time, in order."""
+    return [
+        list(range(first * n, min(first + prompts_per_update, num_prompts) * n))
+        for first in range(0, num_prompts, prompts_per_update)
+    ]
+
+
+def reward_metrics(scores: BatchResult, prefix: str) -> dict[str, float]:
+    """Mean of every component, the distribution of the overall reward, and the count of unscorable samples."""
+    metrics: dict[str, float] = {f"{prefix}/errors": float(scores.n_errors)}
+    if not scores.results:
+        return metrics
+    for name in COMPONENTS:
+        metrics[f"{prefix}/{name}/mean"] = float(torch.tensor(scores.column(name)).mean())
+    overall = torch.tensor(scores.column("overall"), dtype=torch.float64)
+    for q in (0.1, 0.5, 0.9):
+        metrics[f"{prefix}/overall/p{int(q * 100)}"] = float(torch.quantile(overall, q))
+    metrics[f"{prefix}/overall/std"] = float(overall.std()) if overall.numel() > 1 else 0.0
+    metrics[f"{prefix}/overall/max"], metrics[f"{prefix}/overall/min"] = float(overall.max()), float(overall.min())
+    return metrics
+
+
+def response_metrics(rollouts: Sequence[Rollout]) -> dict[str, float]:
+    if not rollouts:
+        return {}
+    lengths = torch.tensor([len(r.token_ids) for r in rollouts], dtype=torch.float64)
+    truncated = sum(r.finish_reason == "length" for r in rollouts) / len(rollouts)
+    return {
+        "response/length/mean": float(lengths.mean()),
+        "response/length/max": float(lengths.max()),
+        "response/length/min": float(lengths.min()),
+        "response/truncated_fraction": float(truncated),
+    }
+
+
+def mean_metrics(records: Sequence[dict[str, float]]) -> dict[str, float]:
+    keys = {key for record in records for key in record}
+    return {key: sum(r[key] for r in records if key in r) / sum(key in r for r in records) for key in sorted(keys)}
+
+
+def _prefixed(prefix: str, name: str) -> str:
+    return name if name.startswith(prefix) else prefix + name
+
+
+def _take(items: Iterator[Any], limit: int) -> Iterator[Any]:
+    for count, item in enumerate(items):
+        if limit and count >= limit:
+            return
+        yield item
