@@ -14,7 +14,14 @@ required on every route but the health checks when set, and binding another addr
 unless reward_service.server.allow_unauthenticated=true. SIGTERM or Ctrl-C stops accepting connections, lets
 the requests in flight finish (up to graceful_timeout_s), then stops the scoring processes.
 
-Why not PyTriton (a real Triton server): see the report in benchmarks/reward_service_load.py's docstring.
+Why not PyTriton (nvidia-pytriton 0.7.0, a real Triton server), measured on the 2-core CPU machine:
+- it pins numpy<2, which breaks scipy 1.18 (the reward's assignment solver) and the rest of the stack; with
+  numpy 2 forced in, its Python backend stub crashed deserializing BYTES inputs;
+- its model callables run as threads of one Python process, so the pure-Python reward is bound to one core
+  (a 4,096-response rollout: ~0.4-0.5 CPU-s all in that process, ~1.5-2x the wall time of this server's 2 scoring
+  processes); using more cores means several processes attached through RemoteTriton;
+- it needs libpython3.12.so on LD_LIBRARY_PATH and ~150 MB of Triton binaries.
+The wire protocol is the same, which is what Aligner-style clients depend on.
 """
 
 from __future__ import annotations

@@ -20,6 +20,8 @@ from .reward_server import REPO, ServerProcess, json_infer_body, realistic_sampl
 
 TOKEN_ENV = "NEMO_SPATIAL_TEST_REWARD_TOKEN"
 TOKEN = "s3cret-token-for-tests"
+# A second server process plus two CLI runs: about a minute on 2 busy cores.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
