@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from nemo_spatial.algorithms.config import AlgorithmConfig
+from nemo_spatial.data.config import DataConfig
 from nemo_spatial.generation.config import GenerationConfig
 from nemo_spatial.reward.batch import PRESETS
 from nemo_spatial.reward.service_config import RewardServiceConfig
@@ -72,6 +73,7 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     reward_service: RewardServiceConfig = field(default_factory=RewardServiceConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
 

@@ -1,0 +1,187 @@
+"""One row -> one model-ready prompt: text, resized image, Qwen2.5-VL processor outputs and mRoPE position ids.
+
+What it computes, per row (upstream `RLHFDataset.__getitem__`):
+1. text = prompts.prompt_text(row[prompt_key], format_prompt); chat messages with the image first
+   (prompts.user_content); the processor's chat template with the generation prompt.
+2. image = images.prepare_image(row[image_key], min_pixels, max_pixels).
+3. The Qwen2.5-VL processor (from the model's directory): `input_ids` with `<|image_pad|>` expanded to
+   grid_t*grid_h*grid_w / merge^2 tokens, `pixel_values`, `image_grid_thw`, `mm_token_type_ids`;
+   `raw_prompt_ids` are the same text tokenized with ONE `<|image_pad|>` (what vLLM takes; it expands itself).
+4. Position ids from the model's own `Qwen2_5_VLModel.get_rope_index` (transformers), shape (3, L), and the
+   mRoPE delta (the offset of text positions after the prompt: position = index + delta).
+5. Prompts longer than max_prompt_length: `filter` skips the row (counted, warned), `truncate` drops tokens
+   from the start of the user's text (the instruction; the image, the question and the assistant header
+   stay, so image tokens always match the image), `error` stops with the fix. A prompt that would still be too
+   long without any of its text is skipped under `truncate` too.
+Departure: upstream left-pads to max_prompt_length here; padding is left to the batcher (less memory, no change).
+Errors of one row (bad image, missing value, too long) come back as `SampleError`, never as an exception,
+so a data worker never dies on one bad row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from nemo_spatial.data.config import DataConfig
+from nemo_spatial.data.images import ImageError, prepare_image
+from nemo_spatial.data.prompts import chat_messages, default_format_prompt, prompt_text
+from nemo_spatial.data.schema import METADATA_COLUMNS
+
+
+@dataclass
+class PromptSample:
+    """A model-ready prompt. Tensors are unbatched: input_ids (L,), position_ids (3, L), pixel_values (P, C)."""
+
+    row: int  # index of the row in its source
+    prompt_text: str  # after the chat template, one <|image_pad|>
+    raw_prompt_ids: list[int]  # prompt_text tokenized (for vLLM, with the image as multi_modal_data)
+    input_ids: torch.Tensor  # image pads expanded (for the trainer's forward)
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor  # mRoPE, (3, L)
+    rope_delta: int  # text position of token index i after the prompt is i + rope_delta
+    pixel_values: torch.Tensor
+    image_grid_thw: torch.Tensor  # (1, 3)
+    image: Any  # the resized PIL image (what vLLM gets)
+    ground_truth: str  # row[answer_key]: the reward's ground truth
+    problem: str  # row[problem_key]: the reward reads `Image size: (W x H)` from it
+    truncated_tokens: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SampleError:
+    """A row that could not become a prompt; `kind` groups them in the counters."""
+
+    row: int
+    kind: str  # image | missing | overlong | processor
+    message: str
+
+
+class RopeIndex:
+    """`Qwen2_5_VLModel.get_rope_index` bound to a config, without building the model."""
+
+    def __init__(self, config: Any) -> None:
+        from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel
+
+        self.config = config
+        self._model_cls = Qwen2_5_VLModel
+
+    def get_vision_position_ids(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self._model_cls.get_vision_position_ids(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(
+        self, input_ids: torch.Tensor, mm_token_type_ids: torch.Tensor, image_grid_thw: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(position_ids (3, B, L), mrope deltas (B, 1)) for a batch of unpadded prompts."""
+        inputs: dict[str, Any] = {
+            "input_ids": input_ids,
+            "mm_token_type_ids": mm_token_type_ids,
+            "image_grid_thw": image_grid_thw,
+        }
+        return self._model_cls.get_rope_index(self, **inputs)  # type: ignore[arg-type]
+
+
+class PromptProcessor:
+    """Turns rows into PromptSamples; holds the HF processor (loaded from `processor_path` on first use)."""
+
+    def __init__(self, cfg: DataConfig, processor_path: str) -> None:
+        self.cfg = cfg
+        self.processor_path = processor_path
+        self.format_prompt = cfg.format_prompt or default_format_prompt(cfg.prompt_format)
+        self._processor: Any = None
+        self._rope: RopeIndex | None = None
+
+    def __getstate__(self) -> dict[str, Any]:  # workers load their own processor
+        return {**self.__dict__, "_processor": None, "_rope": None}
+
+    def load(self) -> None:
+        """Load the processor and model config from `processor_path` (a model directory or hub id)."""
+        from transformers import AutoConfig, AutoProcessor
+
+        try:
+            self._processor = AutoProcessor.from_pretrained(self.processor_path)
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f"cannot load the Qwen2.5-VL processor from {self.processor_path!r} ({error}); point it at a model "
+                "directory with the processor files (e.g. a downloaded Qwen2.5-VL-3B-Instruct, or "
+                "`python -m nemo_spatial.models.tiny --out DIR`)"
+            ) from None
+        self._rope = RopeIndex(AutoConfig.from_pretrained(self.processor_path))
+        tokenizer = self._processor.tokenizer
+        self.vision_end_id = tokenizer.convert_tokens_to_ids("<|vision_end|>")
+        self.im_end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+    @property
+    def processor(self) -> Any:
+        if self._processor is None:
+            self.load()
+        return self._processor
+
+    def chat_prompt(self, row_prompt: str) -> str:
+        text = prompt_text(row_prompt, self.format_prompt)
+        return self.processor.apply_chat_template(chat_messages(text), add_generation_prompt=True, tokenize=False)
+
+    def __call__(self, index: int, row: dict[str, Any]) -> PromptSample | SampleError:
+        cfg = self.cfg
+        for key in (cfg.prompt_key, cfg.answer_key, cfg.problem_key):
+            if not isinstance(row.get(key), str):
+                return SampleError(index, "missing", f"row {index}: column {key!r} is {row.get(key)!r}, not text")
+        try:
+            image = prepare_image(row.get(cfg.image_key), cfg.min_pixels, cfg.max_pixels)
+        except ImageError as error:
+            return SampleError(index, "image", f"row {index}: {error}")
+        prompt = self.chat_prompt(row[cfg.prompt_key])
+        try:
+            encoded = self.processor(images=[image], text=[prompt], add_special_tokens=False, return_tensors="pt")
+        except ValueError as error:
+            return SampleError(index, "processor", f"row {index}: the processor rejected it: {error}")
+        raw_ids = self.processor.tokenizer.encode(prompt, add_special_tokens=False)
+        ids, types = encoded["input_ids"][0], encoded["mm_token_type_ids"][0]
+        excess = ids.shape[0] - cfg.max_prompt_length
+        truncated = 0
+        if excess > 0:
+            message = f"row {index}: prompt has {ids.shape[0]} tokens > data.max_prompt_length={cfg.max_prompt_length}"
+            if cfg.overlong == "error":
+                raise ValueError(
+                    f"{message}; raise data.max_prompt_length, lower data.max_pixels, or set data.overlong=filter "
+                    "(skip such rows) or data.overlong=truncate (drop instruction text)"
+                )
+            cut = self._truncate(ids, types, raw_ids, excess) if cfg.overlong == "truncate" else None
+            if cut is None:
+                return SampleError(index, "overlong", f"{message}; skipped (data.overlong={cfg.overlong})")
+            ids, types, raw_ids = cut
+            truncated = excess
+        grid = encoded["image_grid_thw"]
+        assert self._rope is not None
+        position_ids, delta = self._rope(ids[None], types[None], grid)
+        return PromptSample(
+            row=index,
+            prompt_text=prompt if not truncated else self.processor.tokenizer.decode(raw_ids),
+            raw_prompt_ids=list(raw_ids),
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            position_ids=position_ids[:, 0],
+            rope_delta=int(delta.reshape(-1)[0]),
+            pixel_values=encoded["pixel_values"],
+            image_grid_thw=grid,
+            image=image,
+            ground_truth=row[cfg.answer_key],
+            problem=row[cfg.problem_key],
+            truncated_tokens=truncated,
+            metadata={k: row[k] for k in METADATA_COLUMNS if k in row},
+        )
+
+    def _truncate(
+        self, ids: torch.Tensor, types: torch.Tensor, raw_ids: list[int], excess: int
+    ) -> tuple[torch.Tensor, torch.Tensor, list[int]] | None:
+        """Drop `excess` tokens right after <|vision_end|>; None when the user's text is shorter than that."""
+        start = int((ids == self.vision_end_id).nonzero()[0, 0]) + 1
+        end = int((ids == self.im_end_id).nonzero()[-1, 0])  # the user's turn ends at the last <|im_end|>
+        if end - start < excess:
+            return None
+        raw_start = raw_ids.index(self.vision_end_id) + 1
+        keep = torch.cat([torch.arange(start), torch.arange(start + excess, ids.shape[0])])
+        return ids[keep], types[keep], raw_ids[:raw_start] + raw_ids[raw_start + excess :]
