@@ -9,7 +9,8 @@ prompts up to 6,144 tokens. The vanilla-GRPO baseline sets `prompt_format: r1v`,
   owner/name@split          a Hugging Face hub dataset (needs the hub; offline it fails with how to use a local copy)
   /path/dir@split           a local directory of `{split}-*.parquet` (also `dir/data/{split}-*.parquet`, a hub snapshot)
   /path/file.parquet        one parquet file
-  synthetic:N[:SEED]@split  N rows of synthetic STVQA-format data, generated offline (nemo_spatial.data.synth)
+  synthetic:N[:SEED]@split  N rows of synthetic STVQA-format data (split train or val; seed 0 by default),
+                            generated offline once into cache_dir (nemo_spatial.data.synth)
 """
 
 from __future__ import annotations

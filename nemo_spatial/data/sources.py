@@ -3,7 +3,7 @@
     rows = load_rows("hunarbatra/STVQA-7K@train", cfg)      # -> datasets.Dataset in arrow format
     rows = load_rows("/data/stvqa@val", cfg)                 # /data/stvqa/val-*.parquet (or data/val-*.parquet)
     rows = load_rows("/data/stvqa/train-00000-of-00001.parquet", cfg)
-    rows = load_rows("synthetic:64@train", cfg)              # generated once into the cache, offline
+    rows = load_rows("synthetic:64@train", cfg)              # 64 rows, generated once into the cache, offline
 
 Every source is schema-checked (schema.py) before rows are read: per file for parquet, on the loaded table
 for the hub. Only the columns a run needs (and METADATA_COLUMNS when every file has them) are loaded.
@@ -93,7 +93,10 @@ def parquet_files(source: Source, cfg: DataConfig) -> list[Path]:
     if source.kind == "synthetic":
         from nemo_spatial.data.synth import ensure_synthetic
 
-        directory = ensure_synthetic(cache_root(cfg) / "synthetic", source.rows, source.seed)
+        try:
+            directory = ensure_synthetic(cache_root(cfg) / "synthetic", source.split, source.rows, source.seed)
+        except ValueError as error:
+            raise DataSourceError(f"data source {source}: {error}") from None
     else:
         directory = Path(source.location)
     for folder in (directory, directory / "data"):

@@ -361,14 +361,17 @@ def write_dataset(out_dir: str | Path, rows: int, seed: int = 0, val_rows: int |
     return out
 
 
-def ensure_synthetic(root: Path, rows: int, seed: int) -> Path:
-    """The directory of `synthetic:rows:seed` under `root`, generated once (atomically) on first use."""
-    final = root / f"n{rows}-seed{seed}"
+def ensure_synthetic(root: Path, split: str, rows: int, seed: int) -> Path:
+    """A directory holding `rows` rows of `split` (spec `synthetic:rows:seed@split`), generated once, atomically."""
+    if split not in SPLIT_IDS:
+        raise ValueError(f"synthetic data has the splits {', '.join(SPLIT_IDS)}, not {split!r}")
+    final = root / f"{split}-n{rows}-seed{seed}"
     if (final / "COMPLETE").is_file():
         return final
-    staging = root / f"n{rows}-seed{seed}.tmp-{os.getpid()}"
+    staging = root / f"{final.name}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    write_dataset(staging, rows, seed)
+    staging.mkdir(parents=True)
+    write_split(staging, split, rows, seed)
     (staging / "COMPLETE").write_text("")
     try:
         staging.rename(final)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -76,12 +75,15 @@ def test_only_needed_and_metadata_columns_are_loaded(synth_dir: Path, data_cfg) 
 def test_synthetic_spec_is_generated_once_into_the_cache(data_cfg, tmp_path: Path) -> None:
     cfg = data_cfg(cache_dir=str(tmp_path / "c"))
     first = load_rows("synthetic:9:3@train", cfg)
-    folder = tmp_path / "c" / "synthetic" / "n9-seed3"
+    folder = tmp_path / "c" / "synthetic" / "train-n9-seed3"
     assert (folder / "COMPLETE").is_file() and len(first) == 9
     stamp = (folder / "train-00000-of-00001.parquet").stat().st_mtime_ns
-    assert len(load_rows("synthetic:9:3@val", cfg)) == 4  # default val rows: max(4, n // 8)
-    assert (folder / "train-00000-of-00001.parquet").stat().st_mtime_ns == stamp
-    shutil.rmtree(folder)
+    assert len(load_rows("synthetic:9:3@train", cfg)) == 9
+    assert (folder / "train-00000-of-00001.parquet").stat().st_mtime_ns == stamp  # not generated again
+    val = load_rows("synthetic:5:3@val", cfg)
+    assert len(val) == 5 and val.data.column("image_id")[0].as_py() == "synthetic-3-val-000000"
+    with pytest.raises(DataSourceError, match="splits train, val, not 'test'"):
+        load_rows("synthetic:5@test", cfg)
 
 
 def test_hub_id_offline_fails_at_once_with_the_fix(data_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
