@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import hmac
 import logging
+import math
 import os
 import sys
 import zlib
@@ -264,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         lifespan="on",
         access_log=False,
         server_header=False,
-        timeout_graceful_shutdown=int(server_cfg.graceful_timeout_s) or None,
+        timeout_graceful_shutdown=math.ceil(server_cfg.graceful_timeout_s),
         backlog=4096,
         log_config=None,
     )

@@ -50,8 +50,8 @@ class RewardServerConfig:
             raise _config_error(f"reward_service.server.max_batch_size={self.max_batch_size} must be >= 1")
         if not 0 < self.max_request_mb <= 4096:
             raise _config_error(f"reward_service.server.max_request_mb={self.max_request_mb} must be in (0, 4096]")
-        if self.graceful_timeout_s < 0:
-            raise _config_error(f"reward_service.server.graceful_timeout_s={self.graceful_timeout_s} must be >= 0")
+        if self.graceful_timeout_s <= 0:
+            raise _config_error(f"reward_service.server.graceful_timeout_s={self.graceful_timeout_s} must be > 0")
 
     @property
     def max_request_bytes(self) -> int:
