@@ -42,7 +42,10 @@ class DataConfig:
     shuffle: bool = True
     seed: int = 1  # shuffle order of each epoch: permutation from (seed, epoch)
     num_workers: int = 2  # processes decoding and processing images; 0 = in the trainer's process
-    prefetch_factor: int = 4  # samples each worker keeps ready
+    # Samples the workers prepare ahead while the trainer is busy (the DataLoader's prefetch_factor x num_workers).
+    # >= prompts per step (upstream 512) prepares the whole next batch during a step; each sample holds its
+    # pixel patches (~6 MB at 512^2 pixels), so this bounds the memory too.
+    prefetch_samples: int = 512
     # forkserver/spawn: safe in a process with threads (gloo, vLLM clients); fork starts fastest.
     worker_start_method: str = "forkserver"
     cache_dir: str = ""  # datasets' cache and generated synthetic data; empty: ~/.cache/nemo-spatial
@@ -77,8 +80,8 @@ class DataConfig:
                 f"data.worker_start_method={self.worker_start_method!r} is not known; use one of: "
                 f"{', '.join(START_METHODS)}"
             )
-        if self.prefetch_factor < 1:
-            raise _error(f"data.prefetch_factor={self.prefetch_factor} must be >= 1")
+        if self.prefetch_samples < 1:
+            raise _error(f"data.prefetch_samples={self.prefetch_samples} must be >= 1 (upstream prompts per step: 512)")
 
 
 def _error(message: str) -> Exception:

@@ -10,8 +10,9 @@ What it computes: epoch e visits every row once, in the order `numpy.random.defa
 (file order when shuffle is off), epochs follow each other without end. The position is the number of rows
 the trainer has consumed (rows a worker prepared ahead of time are not counted), so a checkpoint taken
 between batches resumes exactly. Rows are decoded and processed by `torch.utils.data.DataLoader` workers
-(`data.num_workers` processes started by `data.worker_start_method`, `prefetch_factor` samples each, one
-torch thread each; they live as long as the stream's iterator); 0 processes in place.
+(`data.num_workers` processes started by `data.worker_start_method`, one torch thread each, living as long as
+the stream's iterator; 0 processes in place). The workers keep `data.prefetch_samples` samples ready ahead of
+the trainer, so with it >= the batch size the next batch is prepared while the current step runs.
 A row that cannot be used is a `SampleError`: skipped, counted per kind in `stats`, logged (the first 10 of
 each kind, then every 100th). A full pass without one usable row stops with the most common error.
 Departure from upstream: upstream shuffles with the torch sampler's generator and re-draws each epoch from
@@ -120,7 +121,7 @@ class PromptStream:
             sampler=_OrderSampler(self, epoch, offset, one_pass),
             num_workers=workers,
             collate_fn=_identity,
-            prefetch_factor=self.cfg.prefetch_factor if workers else None,
+            prefetch_factor=max(1, -(-self.cfg.prefetch_samples // workers)) if workers else None,
             worker_init_fn=_worker_init if workers else None,
             multiprocessing_context=self.cfg.worker_start_method if workers else None,
         )
