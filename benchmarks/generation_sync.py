@@ -29,7 +29,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nemo_spatial.generation import GenerationConfig, GenerationRequest, SamplingConfig
-from nemo_spatial.generation.buckets import iter_buckets, write_bucket
+from nemo_spatial.generation.buckets import iter_buckets, new_scratch, write_bucket
 from nemo_spatial.generation.client import ServerGenerator
 from nemo_spatial.models.tiny import TINY, TinyShape, build_tiny_qwen25_vl
 
@@ -66,10 +66,11 @@ def load_weights(model_dir: Path) -> list[tuple[str, torch.Tensor]]:
 
 def trainer_side_seconds(weights: list[tuple[str, torch.Tensor]], bucket_bytes: int, shm_dir: Path) -> float:
     """Cast + write every bucket to shared memory, without a consumer (the trainer's share of a sync)."""
+    scratch = new_scratch()
     start = time.perf_counter()
     for index, bucket in enumerate(iter_buckets(iter(weights), bucket_bytes, torch.bfloat16)):
         path = shm_dir / f"{index:05d}.safetensors"
-        write_bucket(bucket, path)
+        write_bucket(bucket, path, scratch)
         path.unlink()
     return time.perf_counter() - start
 

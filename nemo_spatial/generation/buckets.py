@@ -2,15 +2,19 @@
 
 What it computes:
 - `iter_buckets`: groups a stream of full HF-named tensors into buckets whose byte size (after the cast to
-  the engine's dtype) is at most `bucket_bytes`; a single tensor larger than the bound travels alone. Only
-  one bucket is held at a time, so peak extra memory is bounded by the bucket size, not the model size.
-  Each tensor is cast and made contiguous into its own storage (tied embeddings share storage with the
-  output head; the trainer's buffers change at the next step), the copy the stack notes call for.
+  the engine's dtype) is at most `bucket_bytes`; a single tensor larger than the bound travels alone. A
+  bucket holds references to the trainer's tensors, not copies, and only one bucket is held at a time, so
+  the extra memory is bounded by the bucket size, not the model size.
 - `write_bucket` / `read_bucket`: one bucket as one file in the standard safetensors layout (8-byte header
-  length, JSON header, raw bytes, no holes), written tensor by tensor straight from each tensor's memory
-  (no intermediate `bytes` copy, unlike `safetensors.torch.save_file`) and read back as zero-copy views of
-  a private memory map (`torch.from_file`). Within a bucket tensors are ordered by decreasing element size,
-  so every view is aligned. Any safetensors reader can open these files.
+  length, JSON header, raw bytes, no holes). A tensor already in the target dtype, contiguous and on the
+  CPU is written straight from its memory; any other (a cast, a GPU tensor, a strided view) goes through a
+  small reusable scratch buffer, chunk by chunk. Either way each byte is copied once, into the file, and no
+  buffer of the bucket's size is allocated (fresh memory costs page faults, which dominated the first
+  measurements here). Reading maps the file privately (`torch.from_file`) and returns zero-copy views;
+  within a bucket tensors are ordered by decreasing element size, so every view is aligned. Any
+  safetensors reader can open these files.
+- `pack_bucket` / `unpack_bucket`: the same bucket as one flat byte buffer (cast on the way in), for a
+  broadcast.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -40,21 +44,30 @@ _ST_DTYPES: dict[torch.dtype, str] = {
 }
 _TORCH_DTYPES = {name: dtype for dtype, name in _ST_DTYPES.items()}
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
+SCRATCH_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
 class Bucket:
-    """Tensors staged together: cast, contiguous, in their own storage."""
+    """Tensors staged together: references to the trainer's tensors and the dtype they are sent in."""
 
     tensors: list[tuple[str, torch.Tensor]]
+    dtype: torch.dtype | None = None  # None: each tensor keeps its dtype
+
+    def target_dtype(self, tensor: torch.Tensor) -> torch.dtype:
+        return self.dtype or tensor.dtype
 
     @property
     def num_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for _, t in self.tensors)
+        return sum(t.numel() * _element_size(self.target_dtype(t)) for _, t in self.tensors)
 
     @property
     def names(self) -> list[str]:
         return [name for name, _ in self.tensors]
+
+    def ordered(self) -> list[tuple[str, torch.Tensor]]:
+        """Largest element size first, so every tensor starts at an offset aligned for its dtype."""
+        return sorted(self.tensors, key=lambda item: -_element_size(self.target_dtype(item[1])))
 
 
 def dtype_from_name(name: str) -> torch.dtype | None:
@@ -67,21 +80,8 @@ def dtype_from_name(name: str) -> torch.dtype | None:
     return dtype
 
 
-def staged_copy(tensor: torch.Tensor, dtype: torch.dtype | None, device: torch.device | str = "cpu") -> torch.Tensor:
-    """A contiguous copy in its own storage, cast to `dtype` (None: keep), on `device`."""
-    source = tensor.detach()
-    target_dtype = dtype or source.dtype
-    if target_dtype not in _ST_DTYPES:
-        raise ValueError(f"cannot stage a tensor of dtype {target_dtype}; cast the policy's weights to a float dtype")
-    copy = source.to(device=device, dtype=target_dtype, copy=True)
-    return copy.contiguous()
-
-
 def iter_buckets(
-    named_tensors: Iterable[tuple[str, torch.Tensor]],
-    bucket_bytes: int,
-    dtype: torch.dtype | None,
-    device: torch.device | str = "cpu",
+    named_tensors: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int, dtype: torch.dtype | None
 ) -> Iterator[Bucket]:
     """Consecutive buckets of at most `bucket_bytes` (a larger single tensor makes its own bucket)."""
     if bucket_bytes < 1:
@@ -93,29 +93,38 @@ def iter_buckets(
         if name in seen:
             raise ValueError(f"weight {name!r} appears twice in the policy's weight stream")
         seen.add(name)
-        nbytes = tensor.numel() * (tensor.element_size() if dtype is None else _element_size(dtype))
+        target = dtype or tensor.dtype
+        if target not in _ST_DTYPES:
+            raise ValueError(f"weight {name!r} has dtype {target}, which cannot be sent; cast the policy to a float")
+        nbytes = tensor.numel() * _element_size(target)
         if current and current_bytes + nbytes > bucket_bytes:
-            yield Bucket(current)
+            yield Bucket(current, dtype)
             current, current_bytes = [], 0
-        current.append((name, staged_copy(tensor, dtype, device)))
+        current.append((name, tensor.detach()))
         current_bytes += nbytes
     if current:
-        yield Bucket(current)
+        yield Bucket(current, dtype)
 
 
 def _element_size(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
 
 
-def write_bucket(bucket: Bucket, path: str | os.PathLike[str]) -> int:
+def new_scratch(nbytes: int = SCRATCH_BYTES) -> torch.Tensor:
+    """A reusable staging buffer for `write_bucket` (keep one per transport)."""
+    return torch.empty(nbytes, dtype=torch.uint8)
+
+
+def write_bucket(bucket: Bucket, path: str | os.PathLike[str], scratch: torch.Tensor | None = None) -> int:
     """Write `bucket` to `path` (via a temporary name, so readers never see half a file); returns bytes."""
-    ordered = sorted(bucket.tensors, key=lambda item: -item[1].element_size())
+    ordered = bucket.ordered()
     header: dict[str, object] = {}
     offset = 0
     for name, tensor in ordered:
-        nbytes = tensor.numel() * tensor.element_size()
+        dtype = bucket.target_dtype(tensor)
+        nbytes = tensor.numel() * _element_size(dtype)
         header[name] = {
-            "dtype": _ST_DTYPES[tensor.dtype],
+            "dtype": _ST_DTYPES[dtype],
             "shape": list(tensor.shape),
             "data_offsets": [offset, offset + nbytes],
         }
@@ -128,10 +137,27 @@ def write_bucket(bucket: Bucket, path: str | os.PathLike[str]) -> int:
         handle.write(struct.pack("<Q", len(encoded)))
         handle.write(encoded)
         for _, tensor in ordered:
-            if tensor.numel():
-                handle.write(tensor.reshape(-1).view(torch.uint8).numpy().data)
+            scratch = _write_tensor(handle, tensor, bucket.target_dtype(tensor), scratch)
     tmp.rename(path)
     return 8 + len(encoded) + offset
+
+
+def _write_tensor(handle: BinaryIO, tensor: torch.Tensor, dtype: torch.dtype, scratch: torch.Tensor | None):
+    if tensor.numel() == 0:
+        return scratch
+    if tensor.device.type == "cpu" and tensor.dtype == dtype and tensor.is_contiguous():
+        handle.write(tensor.reshape(-1).view(torch.uint8).numpy().data)
+        return scratch
+    if scratch is None:
+        scratch = new_scratch()
+    flat = tensor.reshape(-1)  # a view when contiguous; strided tensors are copied once here
+    chunk = max(1, scratch.numel() // _element_size(dtype))
+    typed = scratch[: chunk * _element_size(dtype)].view(dtype)
+    for start in range(0, flat.numel(), chunk):
+        piece = flat[start : start + chunk]
+        typed[: piece.numel()].copy_(piece)
+        handle.write(typed[: piece.numel()].view(torch.uint8).numpy().data)
+    return scratch
 
 
 def read_bucket(path: str | os.PathLike[str]) -> list[tuple[str, torch.Tensor]]:
@@ -162,20 +188,19 @@ def read_bucket(path: str | os.PathLike[str]) -> list[tuple[str, torch.Tensor]]:
     return tensors
 
 
-def pack_bucket(bucket: Bucket) -> tuple[torch.Tensor, dict[str, Any]]:
-    """One flat uint8 buffer holding the bucket (for a broadcast) and the metadata to unpack it."""
-    ordered = sorted(bucket.tensors, key=lambda item: -item[1].element_size())
-    total = sum(t.numel() * t.element_size() for _, t in ordered)
-    device = ordered[0][1].device if ordered else torch.device("cpu")
-    flat = torch.empty(total, dtype=torch.uint8, device=device)
+def pack_bucket(bucket: Bucket, device: torch.device | str = "cpu") -> tuple[torch.Tensor, dict[str, Any]]:
+    """One flat uint8 buffer on `device` holding the bucket (cast on the way in) and the metadata to unpack it."""
+    ordered = bucket.ordered()
+    flat = torch.empty(bucket.num_bytes, dtype=torch.uint8, device=device)
     offset = 0
     for _, tensor in ordered:
-        nbytes = tensor.numel() * tensor.element_size()
-        flat[offset : offset + nbytes].copy_(tensor.reshape(-1).view(torch.uint8))
+        dtype = bucket.target_dtype(tensor)
+        nbytes = tensor.numel() * _element_size(dtype)
+        flat[offset : offset + nbytes].view(dtype).copy_(tensor.reshape(-1))
         offset += nbytes
     meta: dict[str, Any] = {
         "names": [name for name, _ in ordered],
-        "dtype_names": [str(t.dtype).removeprefix("torch.") for _, t in ordered],
+        "dtype_names": [str(bucket.target_dtype(t)).removeprefix("torch.") for _, t in ordered],
         "shapes": [list(t.shape) for _, t in ordered],
     }
     return flat, meta

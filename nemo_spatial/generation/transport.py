@@ -24,7 +24,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from nemo_spatial.generation.buckets import dtype_from_name, iter_buckets, pack_bucket, write_bucket
+from nemo_spatial.generation.buckets import (
+    SCRATCH_BYTES,
+    dtype_from_name,
+    iter_buckets,
+    new_scratch,
+    pack_bucket,
+    write_bucket,
+)
 from nemo_spatial.generation.types import SyncStats, WeightSyncError
 
 if TYPE_CHECKING:
@@ -70,19 +77,22 @@ class ShmTransport:
         self.shm_dir = shm_dir
         # Pipelining calls `control.update` from a second thread; a control that is not thread-safe says no.
         self.pipeline = pipeline
+        self._scratch: torch.Tensor | None = None  # reused by every sync: fresh memory costs page faults
 
     def sync(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> SyncStats:
         session = Path(self.shm_dir) / f"nemo-weights-{os.getpid()}-v{version}-{uuid.uuid4().hex[:8]}"
         session.mkdir(parents=True)
         start = time.perf_counter()
         num_tensors = num_bytes = num_buckets = 0
+        if self._scratch is None:
+            self._scratch = new_scratch(min(SCRATCH_BYTES, self.bucket_bytes))
         try:
             self.control.start_update(version)
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="weight-sync") as pool:
                 in_flight: tuple[Future[None], Path] | None = None
                 for index, bucket in enumerate(iter_buckets(named_tensors, self.bucket_bytes, self.dtype)):
                     path = session / f"{index:05d}.safetensors"
-                    num_bytes += write_bucket(bucket, path)
+                    num_bytes += write_bucket(bucket, path, self._scratch)
                     num_tensors += len(bucket.tensors)
                     num_buckets += 1
                     del bucket
@@ -150,8 +160,8 @@ class BroadcastTransport:
         try:
             self.control.start_update(version)
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="weight-sync") as pool:
-                for bucket in iter_buckets(named_tensors, self.bucket_bytes, self.dtype, self.group.device):
-                    flat, meta = pack_bucket(bucket)
+                for bucket in iter_buckets(named_tensors, self.bucket_bytes, self.dtype):
+                    flat, meta = pack_bucket(bucket, self.group.device)
                     del bucket
                     received = pool.submit(self.control.update, {"kind": "broadcast", **meta})
                     self.group.broadcast(flat)

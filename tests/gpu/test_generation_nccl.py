@@ -20,7 +20,7 @@ pytestmark = [
 ]
 
 
-def _nccl_receiver(spec_args, metadata, results) -> None:
+def _nccl_receiver(spec_args, metadata, results, done) -> None:
     torch.cuda.set_device(1)
     from nemo_spatial.generation.broadcast import BroadcastGroup, GroupSpec
     from nemo_spatial.generation.buckets import unpack_bucket
@@ -35,6 +35,7 @@ def _nccl_receiver(spec_args, metadata, results) -> None:
         )
         results.put("ack")
     results.put(received)
+    done.wait(timeout=120)  # the tensors are served from this process until taken
 
 
 def test_nccl_broadcast_transport_delivers_exact_weights() -> None:
@@ -46,8 +47,8 @@ def test_nccl_broadcast_transport_delivers_exact_weights() -> None:
     torch.cuda.set_device(0)
     spec = GroupSpec("nccl", "127.0.0.1", free_port(), world_size=2, timeout_s=120)
     context = mp.get_context("spawn")
-    metadata, results = context.Queue(), context.Queue()
-    receiver = context.Process(target=_nccl_receiver, args=(vars(spec), metadata, results), daemon=True)
+    metadata, results, done = context.Queue(), context.Queue(), context.Event()
+    receiver = context.Process(target=_nccl_receiver, args=(vars(spec), metadata, results, done), daemon=True)
     receiver.start()
     try:
         transport = BroadcastTransport(QueueControl(metadata, results), spec, 20_000, "bfloat16")
@@ -56,6 +57,7 @@ def test_nccl_broadcast_transport_delivers_exact_weights() -> None:
         received = results.get(timeout=120)
         transport.close()
     finally:
+        done.set()
         receiver.join(timeout=120)
         if receiver.is_alive():
             receiver.kill()

@@ -10,6 +10,7 @@ from safetensors import safe_open
 
 from nemo_spatial.generation.buckets import (
     iter_buckets,
+    new_scratch,
     pack_bucket,
     packed_size,
     read_bucket,
@@ -28,25 +29,37 @@ def _weights(sizes: list[int], dtype: torch.dtype = torch.float32) -> list[tuple
 def test_buckets_are_bounded_ordered_and_complete(sizes: list[int], bucket_bytes: int) -> None:
     weights = _weights(sizes)
     buckets = list(iter_buckets(iter(weights), bucket_bytes, dtype=torch.bfloat16))
-    for bucket in buckets:
+    for bucket in buckets:  # sizes count the bf16 bytes sent, not the fp32 source
         assert bucket.num_bytes <= bucket_bytes or len(bucket.tensors) == 1  # an oversized tensor travels alone
-    flat = [(name, t) for bucket in buckets for name, t in bucket.tensors]
-    assert [name for name, _ in flat] == [name for name, _ in weights]
-    for (_, staged), (_, original) in zip(flat, weights, strict=True):
-        assert staged.dtype == torch.bfloat16
-        assert torch.equal(staged, original.to(torch.bfloat16))
+        assert bucket.num_bytes == sum(t.numel() * 2 for _, t in bucket.tensors)
+    assert [name for bucket in buckets for name in bucket.names] == [name for name, _ in weights]
 
 
-def test_staged_tensors_own_their_storage() -> None:
-    """Tied embeddings share storage with the head, and the trainer's buffers change after the sync."""
+def test_buckets_reference_the_trainers_tensors_instead_of_copying() -> None:
+    weights = _weights([10, 20])
+    (bucket,) = iter_buckets(iter(weights), 1 << 20, dtype=torch.bfloat16)
+    assert [t.data_ptr() for _, t in bucket.tensors] == [t.data_ptr() for _, t in weights]
+
+
+def test_tied_and_strided_tensors_are_written_as_their_own_values(tmp_path) -> None:
+    """Tied embeddings share storage with the head; a transposed view is not contiguous."""
     embedding = torch.randn(8, 4)
     weights = [("model.embed_tokens.weight", embedding), ("lm_head.weight", embedding), ("t.weight", embedding.t())]
     (bucket,) = iter_buckets(iter(weights), 10_000, dtype=None)
-    pointers = {t.untyped_storage().data_ptr() for _, t in bucket.tensors}
-    assert len(pointers) == 3 and embedding.untyped_storage().data_ptr() not in pointers
-    assert all(t.is_contiguous() for _, t in bucket.tensors)
-    embedding.add_(1.0)
-    assert torch.equal(bucket.tensors[0][1] + 1.0, embedding)
+    path = tmp_path / "tied.safetensors"
+    write_bucket(bucket, path)
+    embedding.add_(1.0)  # the trainer's next step must not change what was sent
+    read = dict(read_bucket(path))
+    assert torch.equal(read["lm_head.weight"] + 1.0, embedding) and torch.equal(read["t.weight"] + 1.0, embedding.t())
+
+
+def test_chunked_casting_through_a_tiny_scratch_is_exact(tmp_path) -> None:
+    weights = _weights([1000, 7, 333])
+    (bucket,) = iter_buckets(iter(weights), 1 << 20, dtype=torch.bfloat16)
+    write_bucket(bucket, tmp_path / "a.safetensors", new_scratch(64))  # 32 bf16 values per chunk
+    read = dict(read_bucket(tmp_path / "a.safetensors"))
+    for name, tensor in weights:
+        assert torch.equal(read[name], tensor.to(torch.bfloat16)), name
 
 
 def test_duplicate_names_are_refused() -> None:
@@ -67,9 +80,10 @@ def test_bucket_file_round_trip_is_exact_and_standard(tmp_path, dtype) -> None:
     with safe_open(str(path), framework="pt") as reference:
         theirs = {name: reference.get_tensor(name) for name in reference.keys()}  # noqa: SIM118
     assert set(ours) == set(theirs) == {name for name, _ in mixed}
-    for name, staged in bucket.tensors:
-        assert ours[name].dtype == staged.dtype and torch.equal(ours[name], staged)
-        assert torch.equal(theirs[name], staged)
+    for name, tensor in bucket.tensors:
+        expected = tensor.to(bucket.target_dtype(tensor))
+        assert ours[name].dtype == expected.dtype and torch.equal(ours[name], expected)
+        assert torch.equal(theirs[name], expected)
 
 
 def test_read_bucket_rejects_garbage(tmp_path) -> None:
@@ -80,11 +94,13 @@ def test_read_bucket_rejects_garbage(tmp_path) -> None:
 
 
 def test_pack_unpack_round_trip_and_size_check() -> None:
-    (bucket,) = iter_buckets(iter([*_weights([5, 1, 12], torch.bfloat16), ("x", torch.randn(3))]), 1 << 20, None)
-    flat, meta = pack_bucket(bucket)
-    assert flat.dtype == torch.uint8 and flat.numel() == packed_size(meta) == bucket.num_bytes
-    unpacked = dict(unpack_bucket(flat, meta["names"], meta["dtype_names"], meta["shapes"]))
-    for name, tensor in bucket.tensors:
-        assert torch.equal(unpacked[name], tensor)
+    mixed = [*_weights([5, 1, 12], torch.bfloat16), ("x", torch.randn(3)), ("y", torch.randn(4, 3).t())]
+    for dtype in (None, torch.float16):
+        (bucket,) = iter_buckets(iter(mixed), 1 << 20, dtype)
+        flat, meta = pack_bucket(bucket)
+        assert flat.dtype == torch.uint8 and flat.numel() == packed_size(meta) == bucket.num_bytes
+        unpacked = dict(unpack_bucket(flat, meta["names"], meta["dtype_names"], meta["shapes"]))
+        for name, tensor in mixed:
+            assert torch.equal(unpacked[name], tensor.to(dtype or tensor.dtype)), name
     with pytest.raises(ValueError, match="buffer has"):
         unpack_bucket(flat[:-2], meta["names"], meta["dtype_names"], meta["shapes"])

@@ -88,18 +88,20 @@ def test_shm_dir_must_exist(tmp_path) -> None:
         ShmTransport(ShmConsumer(tmp_path), 1000, "float32", str(tmp_path / "missing"))
 
 
-def _receiver(spec_args: dict[str, Any], metadata: Any, results: Any) -> None:
+def _receiver(spec_args: dict[str, Any], metadata: Any, results: Any, done: Any) -> None:
     """A worker stand-in process: joins the group as rank 1, receives each announced bucket, returns them."""
     from nemo_spatial.generation.broadcast import BroadcastGroup, GroupSpec
 
     group = BroadcastGroup(GroupSpec(**spec_args), rank=1)
     received: dict[str, torch.Tensor] = {}
-    while (meta := metadata.get(timeout=60)) is not None:
+    while (meta := metadata.get(timeout=300)) is not None:
         flat = torch.empty(meta.pop("nbytes"), dtype=torch.uint8)
         group.broadcast(flat)
         received.update(unpack_bucket(flat, meta["names"], meta["dtype_names"], meta["shapes"]))
         results.put("ack")
     results.put({name: t.clone() for name, t in received.items()})
+    # Tensors cross the queue as shared-memory handles served by this process: stay until they are taken.
+    done.wait(timeout=300)
     group.close()
 
 
@@ -119,30 +121,32 @@ class QueueControl:
         from nemo_spatial.generation.buckets import packed_size
 
         self.metadata.put({**update_info, "nbytes": packed_size(update_info)})
-        assert self.results.get(timeout=60) == "ack"
+        assert self.results.get(timeout=300) == "ack"
 
     def finish_update(self, version: int) -> None:
         self.metadata.put(None)
 
 
+@pytest.mark.slow  # spawns a process that imports vLLM (~15-45 s on 2 busy cores)
 def test_broadcast_transport_over_a_stateless_gloo_group() -> None:
     pytest.importorskip("vllm")
     from nemo_spatial.generation.broadcast import GroupSpec
     from nemo_spatial.generation.transport import BroadcastTransport
 
-    spec = GroupSpec("gloo", "127.0.0.1", free_port(), world_size=2, timeout_s=60)
+    spec = GroupSpec("gloo", "127.0.0.1", free_port(), world_size=2, timeout_s=300)
     context = mp.get_context("spawn")
-    metadata, results = context.Queue(), context.Queue()
-    receiver = context.Process(target=_receiver, args=(vars(spec), metadata, results), daemon=True)
+    metadata, results, done = context.Queue(), context.Queue(), context.Event()
+    receiver = context.Process(target=_receiver, args=(vars(spec), metadata, results, done), daemon=True)
     receiver.start()
     try:
         transport = BroadcastTransport(QueueControl(metadata, results), spec, 20_000, "float32")
         weights = _model_weights(seed=1)
         stats = transport.sync(iter(weights.items()), version=1)
-        received = results.get(timeout=60)
+        received = results.get(timeout=300)
         transport.close()
     finally:
-        receiver.join(timeout=60)
+        done.set()
+        receiver.join(timeout=300)
         if receiver.is_alive():
             receiver.kill()
     assert stats.num_tensors == len(weights) and stats.num_buckets > 2
