@@ -3,12 +3,24 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test test-quick lint typecheck bench-reward lock clean
+.PHONY: setup demo demo-reward test test-quick lint typecheck bench-reward lock clean
 
 setup:
 	@bash scripts/setup_env.sh
 
-demo: setup
+TINY_MODEL := outputs/tiny-qwen25-vl
+
+# The main job on CPU: a short SpatialThinker-recipe GRPO run of the tiny offline Qwen2.5-VL on synthetic
+# STVQA-format data (Megatron policy over gloo, vLLM CPU server, weight sync every step), from scratch.
+demo: setup $(TINY_MODEL)/config.json
+	rm -rf outputs/tiny-cpu
+	$(PY) -m nemo_spatial.train --config conf/debug/tiny_cpu.yaml
+
+$(TINY_MODEL)/config.json: | setup
+	$(PY) -m nemo_spatial.models.tiny --out $(TINY_MODEL)
+
+# The reward alone on the spec's worked examples (seconds).
+demo-reward: setup
 	$(PY) -m nemo_spatial.reward demo --config conf/base.yaml
 
 test: setup lint typecheck

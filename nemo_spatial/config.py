@@ -26,16 +26,17 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from nemo_spatial.algorithms.config import AlgorithmConfig
 from nemo_spatial.data.config import DataConfig
+from nemo_spatial.errors import ConfigError
 from nemo_spatial.generation.config import GenerationConfig
+from nemo_spatial.logging_sinks import LoggingConfig
+from nemo_spatial.models.qwen25_vl.config import PolicyConfig
+from nemo_spatial.parallel.config import ParallelConfig
 from nemo_spatial.reward.batch import PRESETS
 from nemo_spatial.reward.service_config import RewardServiceConfig
+from nemo_spatial.trainer_config import TrainerConfig
 
 BASE_KEY = "_base_"
 SIMILARITY_BACKENDS = ("auto", "spacy", "trigram")
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message names the key and the fix."""
 
 
 @dataclass
@@ -76,6 +77,10 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -144,10 +149,11 @@ def _load_yaml_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig
 
 
 def _parse_overrides(overrides: list[str]) -> DictConfig:
+    """`key=value` items; `key=` is the empty string (OmegaConf would read None; write `key=null` for that)."""
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"override {item!r} must look like key=value, e.g. reward.preset=r1v")
-    return OmegaConf.from_dotlist(overrides)
+    return OmegaConf.from_dotlist([item + '""' if item.endswith("=") else item for item in overrides])
 
 
 def to_yaml(cfg: Any) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nemo_spatial.config import ConfigError
+from nemo_spatial.errors import ConfigError
 
 BACKENDS = ("auto", "nccl", "gloo")
 

@@ -11,14 +11,14 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
-from nemo_spatial.reward import r1v, spatialthinker
+from nemo_spatial.reward import r1v, sanity, spatialthinker
 from nemo_spatial.reward.similarity import LabelSimilarity, make_similarity
 from nemo_spatial.reward.spatialthinker import Components
 
 logger = logging.getLogger(__name__)
 
 COMPONENTS = ("overall", "format", "count", "accuracy", "spatial")
-PRESETS = ("spatialthinker", "r1v")
+PRESETS = ("spatialthinker", "r1v", "letter_a")
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,8 @@ class RewardScorer:
     def _bind(self, preset: str) -> ScoreFn:
         if preset == "r1v":
             return r1v.score
+        if preset == "letter_a":
+            return sanity.score
         sim = self.similarity
         return lambda response, ground_truth, problem: spatialthinker.score(response, ground_truth, problem, sim)
 

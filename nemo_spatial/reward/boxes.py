@@ -12,9 +12,9 @@ Departures from upstream (behaviour only, never a finite number): large matrices
 pairs, e.g. thousands of predicted boxes) are computed with numpy, small ones with a Python loop because
 numpy's per-call overhead costs ~10x more on a 2 x 5 matrix. The Python path performs upstream's
 operations in upstream's order, so its values are upstream's bit for bit; numpy's vector kernels may round
-the last bit differently (a test bounds the two paths' difference at 1e-12 relative); a pair whose value is not finite (NaN or infinite
-coordinates, which Python's json accepts, or a zero `hB + eps`) gets 0.0, the worst box score, where upstream
-would crash inside the assignment solver or divide by zero.
+the last bit differently (a test bounds the two paths' difference at 1e-12 relative). A pair whose value is
+not finite (NaN or infinite coordinates, which Python's json accepts, or a zero `hB + eps`) gets 0.0, the
+worst box score, where upstream would crash inside the assignment solver or divide by zero.
 """
 
 from __future__ import annotations

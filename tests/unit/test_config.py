@@ -22,8 +22,8 @@ def test_misspelled_key_names_the_nearest_valid_key():
 
 def test_unknown_section_lists_the_valid_keys(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("trainer:\n  steps: 3\n")
-    with pytest.raises(ConfigError, match="unknown config key 'trainer'"):
+    path.write_text("trainr:\n  total_steps: 3\n")
+    with pytest.raises(ConfigError, match="unknown config key 'trainr'; did you mean 'trainer'"):
         load_config(path)
 
 
@@ -33,7 +33,9 @@ def test_wrong_type_names_the_key():
 
 
 def test_invalid_values_say_what_to_use():
-    with pytest.raises(ConfigError, match="reward.preset='spatial' is not a preset; use one of: spatialthinker, r1v"):
+    with pytest.raises(
+        ConfigError, match="reward.preset='spatial' is not a preset; use one of: spatialthinker, r1v, letter_a"
+    ):
         load_config(None, ["reward.preset=spatial"])
     with pytest.raises(ConfigError, match="reward.similarity='glove'"):
         load_config(None, ["reward.similarity=glove"])
@@ -68,3 +70,7 @@ def test_run_metadata_has_the_resolved_config_and_revision(tmp_path):
 
 def test_valid_keys_lists_nested_keys():
     assert {"run.seed", "reward.preset", "reward.similarity"} <= set(valid_keys(Config))
+
+
+def test_an_empty_override_is_the_empty_string():
+    assert load_config(None, ["run.output_dir="]).run.output_dir == ""

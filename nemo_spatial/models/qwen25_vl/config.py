@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nemo_spatial.config import ConfigError
+from nemo_spatial.errors import ConfigError
 
 PRECISIONS = ("auto", "bf16", "fp32")
 REFERENCE_MODES = ("cpu", "none")

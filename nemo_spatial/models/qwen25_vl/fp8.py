@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nemo_spatial.config import ConfigError
+from nemo_spatial.errors import ConfigError
 from nemo_spatial.models.qwen25_vl.config import FP8Config, PolicyConfig
 
 # Lowest compute capability of each recipe in Transformer Engine (blockwise: Hopper only).

@@ -31,5 +31,5 @@ def test_bad_samples_get_errors_and_the_rest_is_scored(caplog):
 
 
 def test_unknown_preset_names_the_choices():
-    with pytest.raises(ValueError, match="spatialthinker, r1v"):
+    with pytest.raises(ValueError, match="spatialthinker, r1v, letter_a"):
         RewardScorer("spatial")

@@ -26,3 +26,10 @@ def test_very_long_answers_are_compared_as_strings_not_parsed():
     long_answer = "1+" * 10_000 + "1"
     result = RewardScorer("r1v").score_one(RewardSample(f"<think>x</think><answer>{long_answer}</answer>", "2", ""))
     assert result.error is None and result.accuracy == 0.0
+
+
+def test_letter_a_sanity_reward():
+    scorer = RewardScorer("letter_a")
+    assert scorer.score_one(RewardSample("AAAA", "", "")).overall == 1.0
+    assert scorer.score_one(RewardSample("A b\nA c", "", "")).overall == 0.5  # whitespace is not counted
+    assert scorer.score_one(RewardSample("   ", "", "")).overall == 0.0
