@@ -109,9 +109,16 @@ class PolicyBatch:
         if self.advantages is not None:
             advantages = self.advantages[index]
             out["advantages"] = _fit_columns(advantages, length) if advantages.dim() == 2 else advantages
-        out["extras"] = {name: value[index] for name, value in self.extras.items()}
+        # Extras with one column per token (B, S), like vLLM's rollout log-probs, follow the token columns.
+        columns = int(self.input_ids.shape[1])
+        out["extras"] = {
+            name: _fit_columns(value[index], length) if value.dim() >= 2 and value.shape[1] == columns else value[index]
+            for name, value in self.extras.items()
+        }
         if self.pixel_values is not None:
             out["pixel_values"], out["image_grid_thw"], out["images_per_sample"] = self._images_of(index)
+            if out["image_grid_thw"].shape[0] == 0:  # none of these samples has an image
+                out["pixel_values"] = out["image_grid_thw"] = out["images_per_sample"] = None
         return replace(self, **out)
 
     def _images_of(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
