@@ -39,7 +39,11 @@ def _model_key(index: int, count: int) -> str:
 
 
 def _sharded_state(chunks: list[Any], optimizer: Any | None, *, is_loading: bool) -> dict[str, Any]:
-    state: dict[str, Any] = {_model_key(i, len(chunks)): chunk.sharded_state_dict() for i, chunk in enumerate(chunks)}
+    """The model's (unwrapped from DDP / Float16Module, as Megatron-LM does) and the optimizer's sharded state."""
+    from megatron.core.utils import unwrap_model
+
+    modules = unwrap_model(chunks)
+    state: dict[str, Any] = {_model_key(i, len(modules)): m.sharded_state_dict() for i, m in enumerate(modules)}
     if optimizer is not None:
         state["optimizer"] = optimizer.sharded_state_dict(state, is_loading=is_loading, metadata=OPTIMIZER_SHARDING)
     return state
@@ -83,6 +87,22 @@ def _replace_directory(staging: Path, final: Path) -> None:
     shutil.rmtree(previous, ignore_errors=True)
 
 
+def _restore_adam_step_counters(optimizer: Any, step: int) -> None:
+    """One step counter per parameter again, at the saved step (torch AdamW, the CPU path).
+
+    Megatron's distributed optimizer loads torch AdamW's per-parameter `step` as ONE tensor shared by every
+    parameter (its Apex / Transformer Engine FusedAdam keeps the step per group instead), so each later step
+    would advance it once per parameter and skew AdamW's bias correction. Every completed policy step is one
+    optimizer step, so the saved policy step is the count.
+    """
+    for sub in getattr(optimizer, "chained_optimizers", [optimizer]):
+        inner = getattr(sub, "optimizer", None)
+        if isinstance(inner, torch.optim.AdamW | torch.optim.Adam):
+            for state in inner.state.values():
+                if "step" in state:
+                    state["step"] = torch.tensor(float(step))
+
+
 def read_checkpoint_info(path: str | Path) -> dict[str, Any]:
     marker = Path(path) / MARKER
     if not marker.is_file():
@@ -103,6 +123,7 @@ def load_policy_checkpoint(
 ) -> dict[str, Any]:
     """Load the model (any layout) and, when the TP x PP layout matches, the optimizer and schedule."""
     from megatron.core import dist_checkpointing
+    from megatron.core.utils import unwrap_model
 
     info = read_checkpoint_info(path)
     same_model_split = (info["tensor"], info["pipeline"]) == (layout.tensor, layout.pipeline)
@@ -118,12 +139,14 @@ def load_policy_checkpoint(
     sharded = _sharded_state(chunks, optimizer if with_optimizer else None, is_loading=True)
     with torch.no_grad():
         state = dist_checkpointing.load(sharded, str(path))
-        for i, chunk in enumerate(chunks):
-            chunk.load_state_dict(state[_model_key(i, len(chunks))])
+        for i, module in enumerate(unwrap_model(chunks)):
+            module.load_state_dict(state[_model_key(i, len(chunks))])
         if with_optimizer and optimizer is not None:
             optimizer.load_state_dict(state["optimizer"])
         elif optimizer is not None:
             optimizer.reload_model_params()  # the optimizer's fp32 main copies follow the loaded weights
+    if with_optimizer:
+        _restore_adam_step_counters(optimizer, int(info["step"]))
     if with_optimizer and scheduler is not None and info.get("scheduler"):
         scheduler.load_state_dict(info["scheduler"])
     info["optimizer_loaded"] = bool(with_optimizer)

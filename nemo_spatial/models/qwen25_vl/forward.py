@@ -46,7 +46,9 @@ def run_schedule(
             pixel_values=batch.pixel_values,
             image_grid_thw=batch.image_grid_thw,
         )
-        return output, partial(_loss_on_last_stage, micro_batch)
+        # A middle stage's hidden states are sent to the next stage, and p2p sends need contiguous memory; the
+        # bridge's model leaves the [s, b, h] embeddings transposed, and the residual path keeps those strides.
+        return output.contiguous(), partial(_loss_on_last_stage, micro_batch)
 
     def _loss_on_last_stage(micro_batch: MicroBatch, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Any]:
         logprobs, entropy = token_logprobs_and_entropy(logits, micro_batch.batch.input_ids, temperature=temperature)

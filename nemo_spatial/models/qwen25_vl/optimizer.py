@@ -57,6 +57,7 @@ def build_optimizer(cfg: OptimizerConfig, chunks: list[Any], model_config: Any) 
         use_distributed_optimizer=cfg.use_distributed_optimizer,
     )
     optimizer = get_megatron_optimizer(megatron_cfg, chunks)
+    _create_adam_states(optimizer)
     decay_steps = cfg.lr_decay_steps if cfg.lr_schedule != "constant" else cfg.lr_warmup_steps + 1
     scheduler = OptimizerParamScheduler(
         optimizer,
@@ -72,6 +73,24 @@ def build_optimizer(cfg: OptimizerConfig, chunks: list[Any], model_config: Any) 
         wd_incr_style="constant",
     )
     return optimizer, scheduler
+
+
+def _create_adam_states(optimizer: Any) -> None:
+    """Allocate AdamW's zero moments and step counter now rather than at the first step.
+
+    A fresh state and an all-zero state give the same first step, but only the latter can be checkpointed:
+    Megatron's distributed optimizer cannot save an optimizer that has never stepped (it reads the step count).
+    """
+    for sub in getattr(optimizer, "chained_optimizers", [optimizer]):
+        inner = getattr(sub, "optimizer", None)
+        if inner is None:
+            continue
+        if getattr(sub, "init_state_fn", None) is not None:
+            sub.init_state_fn(inner, sub.config)
+        if isinstance(inner, torch.optim.AdamW | torch.optim.Adam):
+            for group in inner.param_groups:
+                for param in group["params"]:
+                    inner.state[param].setdefault("step", torch.tensor(0.0))
 
 
 def install_grad_hooks(chunks: list[Any], model_config: Any) -> None:

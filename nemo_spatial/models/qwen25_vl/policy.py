@@ -143,8 +143,14 @@ class MegatronPolicy:
 
     # ---- weights and checkpoints ------------------------------------------------------------------------
     def named_hf_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """(HF name, full tensor on the CPU) for every weight, gathered from the TP/PP shards (collective)."""
-        yield from self.bridge.export_hf_weights(self.chunks, cpu=True, show_progress=False)
+        """(HF name, full tensor on the CPU) for every weight, gathered from the TP/PP shards (collective).
+
+        The tensors are the caller's: on a CPU-only machine the bridge can hand out a parameter itself (an
+        unsharded one needs no gather or move), and such a tensor is cloned so that training does not change it.
+        """
+        live = {p.untyped_storage().data_ptr() for chunk in self.chunks for p in chunk.parameters()}
+        for name, tensor in self.bridge.export_hf_weights(self.chunks, cpu=True, show_progress=False):
+            yield name, tensor.clone() if tensor.untyped_storage().data_ptr() in live else tensor
 
     def save_checkpoint(self, path: str) -> None:
         from nemo_spatial.models.qwen25_vl.checkpoint import save_policy_checkpoint

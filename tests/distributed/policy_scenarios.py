@@ -1,0 +1,180 @@
+"""What the distributed policy tests run: one group of 2 processes over gloo goes through every layout in turn.
+
+Starting processes and importing Megatron-Bridge costs ~30 s on this machine, so `run_layouts` starts the group
+once and re-initialises Megatron's parallel state per layout (TP=2, TP=2+SP, PP=2, DP=2 with TP=1). Each phase
+builds the policy from the tiny HF checkpoint and records what the tests compare: log-probs and entropy,
+one training step (loss, grad norm, the updated HF weights), checkpoint save / resume / reshard. Tests assert
+on the returned records; the HF reference is computed in the test process with transformers alone.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# One AdamW step with eps >> |grad| is lr * grad / (|grad| + eps) ~ lr * grad: linear in the gradient, so updated
+# weights compared across layouts catch a wrongly reduced or scaled gradient (with the default eps the first
+# step is ~lr * sign(grad), blind to scale and noisy for gradients near zero).
+LR = 0.1
+ADAM_EPS = 1.0
+LAYOUTS: dict[str, dict[str, Any]] = {
+    "tp2": {"tensor_model_parallel_size": 2},
+    "tp2_sp": {"tensor_model_parallel_size": 2, "sequence_parallel": True},
+    "pp2": {"pipeline_model_parallel_size": 2},
+    "dp2": {},
+}
+
+
+def build_batch(model_dir: Path) -> dict[str, torch.Tensor]:
+    """4 samples from the real processor: 1, 2, 0 and 1 images; random response tokens of 5..11 tokens."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(str(model_dir))
+    generator = torch.Generator().manual_seed(0)
+    sizes = [[(56, 56)], [(84, 56), (56, 28)], [], [(28, 84)]]
+    rows, pixels, grids, counts, responses = [], [], [], [], []
+    for index, image_sizes in enumerate(sizes):
+        images = [_image(w, h, generator) for w, h in image_sizes]
+        content = [{"type": "image"} for _ in images] + [{"type": "text", "text": f"question {index}: left or right?"}]
+        text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+        encoded = processor(text=[text], images=images or None, return_tensors="pt")
+        response = torch.randint(100, 1500, (5 + 2 * index,), generator=generator)
+        rows.append(torch.cat([encoded["input_ids"][0], response]))
+        responses.append(len(response))
+        counts.append(len(images))
+        if images:
+            pixels.append(encoded["pixel_values"])
+            grids.append(encoded["image_grid_thw"])
+    length = max(len(r) for r in rows)
+    input_ids = torch.zeros(len(rows), length, dtype=torch.long)
+    attention = torch.zeros(len(rows), length, dtype=torch.bool)
+    response_mask = torch.zeros_like(attention)
+    for i, (row, n_response) in enumerate(zip(rows, responses, strict=True)):
+        input_ids[i, : len(row)] = row
+        attention[i, : len(row)] = True
+        response_mask[i, len(row) - n_response : len(row)] = True
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention,
+        "response_mask": response_mask,
+        "pixel_values": torch.cat(pixels),
+        "image_grid_thw": torch.cat(grids),
+        "images_per_sample": torch.tensor(counts),
+        "advantages": torch.randn(len(rows), generator=generator),
+        "old_logprobs": torch.zeros(len(rows), length),
+    }
+
+
+def _image(width: int, height: int, generator: torch.Generator) -> Any:
+    from PIL import Image
+
+    array = (torch.rand(height, width, 3, generator=generator) * 255).to(torch.uint8).numpy()
+    return Image.fromarray(array)
+
+
+def stand_in_loss(logprobs, old_logprobs, ref_logprobs, advantages, response_mask, *, scale):  # type: ignore[no-untyped-def]
+    """-sum(A * logp) over response tokens / global token count (the GRPO loss is the algorithms package's)."""
+    per_token = -advantages[:, None] * logprobs * response_mask
+    loss = per_token.sum() / scale.num_tokens
+    return loss, {"response_tokens": float(response_mask.sum())}
+
+
+def nan_loss(logprobs, old_logprobs, ref_logprobs, advantages, response_mask, *, scale):  # type: ignore[no-untyped-def]
+    loss, metrics = stand_in_loss(logprobs, old_logprobs, ref_logprobs, advantages, response_mask, scale=scale)
+    return loss * float("nan"), metrics
+
+
+def run_layouts(rank: int, model_dir: str, batch_tensors: dict[str, torch.Tensor], work_dir: str) -> dict[str, Any]:
+    """Worker: every phase on this rank; returns the records (rank 0's are the ones the tests read)."""
+    records: dict[str, Any] = {}
+    checkpoints = Path(work_dir)
+    for name, parallel in LAYOUTS.items():
+        records[name] = _phase(name, parallel, model_dir, batch_tensors, checkpoints)
+    return records
+
+
+def _policy(model_dir: str, parallel: dict[str, Any], micro_batch_size: int) -> Any:
+    from nemo_spatial.models.qwen25_vl.config import OptimizerConfig, PolicyConfig
+    from nemo_spatial.models.qwen25_vl.policy import MegatronPolicy
+    from nemo_spatial.parallel.config import ParallelConfig
+
+    cfg = PolicyConfig(
+        hf_path=model_dir,
+        micro_batch_size=micro_batch_size,
+        max_seq_length=256,
+        optimizer=OptimizerConfig(lr=LR, adam_eps=ADAM_EPS),
+    )
+    return MegatronPolicy(cfg, ParallelConfig(**parallel), seed=1)
+
+
+def _phase(name: str, parallel: dict[str, Any], model_dir: str, tensors: dict, checkpoints: Path) -> dict[str, Any]:
+    from nemo_spatial.models.qwen25_vl.batch import PolicyBatch
+
+    batch = PolicyBatch(**tensors)
+    started = time.perf_counter()
+    policy = _policy(model_dir, parallel, micro_batch_size=2)
+    out: dict[str, Any] = {"init_seconds": time.perf_counter() - started}
+    out["initial_weights"] = dict(policy.named_hf_weights()) if name == "tp2" else None
+    out["logprobs"], out["entropy"] = policy.compute_logprobs(batch)
+    if name == "tp2":
+        _checkpoint_cases(policy, batch, checkpoints, out)
+    step_started = time.perf_counter()
+    out["metrics"] = policy.train_step(batch, stand_in_loss)
+    out["step_seconds"] = time.perf_counter() - step_started
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["weights"] = dict(policy.named_hf_weights())
+    out["logprobs_after"], _ = policy.compute_logprobs(batch)
+    out["reference"] = policy.reference_logprobs(batch)
+    if name == "tp2":
+        policy.save_checkpoint(str(checkpoints / "after_step_tp2"))
+    else:
+        policy.load_checkpoint(str(checkpoints / "after_step_tp2"))
+        out["resharded_logprobs"], _ = policy.compute_logprobs(batch)
+    if name == "dp2":
+        before = dict(policy.named_hf_weights())
+        out["nan_metrics"] = policy.train_step(batch, nan_loss)
+        after = dict(policy.named_hf_weights())
+        out["nan_changed"] = [key for key in before if not torch.equal(before[key], after[key])]
+    return out
+
+
+def _checkpoint_cases(policy: Any, batch: Any, checkpoints: Path, out: dict[str, Any]) -> None:
+    """At TP=2: resume == original step, micro-batch 1 x 4 == 4 x 1, an interrupted save keeps the last one."""
+    start = str(checkpoints / "start_tp2")
+    policy.save_checkpoint(start)
+    _interrupted_save(policy, start)
+    out["interrupted_save_left"] = sorted(os.listdir(checkpoints))
+    results = {}
+    for label, micro_batch_size in (("mbs4", 4), ("resumed_mbs4", 4), ("mbs1", 1)):
+        policy.load_checkpoint(start)
+        policy.cfg.micro_batch_size = micro_batch_size
+        metrics = policy.train_step(batch, stand_in_loss)
+        results[label] = {"metrics": metrics, "weights": dict(policy.named_hf_weights())}
+    out["accumulation"] = results
+    policy.load_checkpoint(start)
+    policy.cfg.micro_batch_size = 2
+
+
+def _interrupted_save(policy: Any, existing: str) -> None:
+    """A save into `existing` that dies after writing part of its shards must leave `existing` loadable."""
+    from megatron.core import dist_checkpointing
+
+    original = dist_checkpointing.save
+
+    def dying_save(state: Any, directory: str, **kwargs: Any) -> None:
+        (Path(directory) / f"shard_of_rank_{torch.distributed.get_rank()}").write_text("partial")
+        raise RuntimeError("simulated crash in the middle of a checkpoint save")
+
+    dist_checkpointing.save = dying_save
+    try:
+        policy.save_checkpoint(existing)
+    except RuntimeError:
+        pass
+    finally:
+        dist_checkpointing.save = original
+    torch.distributed.barrier()
