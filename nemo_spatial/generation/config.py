@@ -63,7 +63,7 @@ class GenerationConfig:
     max_model_len: int = 8192
     gpu_memory_utilization: float = 0.6
     tensor_parallel_size: int = 1
-    enforce_eager: bool = True
+    enforce_eager: bool = False  # True: no CUDA graphs / torch.compile (starts faster, decodes slower)
     logprobs_mode: str = "processed_logprobs"  # log-probs of the distribution actually sampled from
     max_num_seqs: int = 64
     kv_cache_gb: float = 0.0  # KV cache size; 0: from gpu_memory_utilization on GPUs, 2 GiB on CPU

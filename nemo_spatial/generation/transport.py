@@ -78,9 +78,10 @@ class ShmTransport:
         # Pipelining calls `control.update` from a second thread; a control that is not thread-safe says no.
         self.pipeline = pipeline
         self._scratch: torch.Tensor | None = None  # reused by every sync: fresh memory costs page faults
+        remove_orphaned_sessions(shm_dir)
 
     def sync(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> SyncStats:
-        session = Path(self.shm_dir) / f"nemo-weights-{os.getpid()}-v{version}-{uuid.uuid4().hex[:8]}"
+        session = Path(self.shm_dir) / f"{SESSION_PREFIX}{os.getpid()}-v{version}-{uuid.uuid4().hex[:8]}"
         session.mkdir(parents=True)
         start = time.perf_counter()
         num_tensors = num_bytes = num_buckets = 0
@@ -120,6 +121,31 @@ class ShmTransport:
 
     def close(self) -> None:
         pass
+
+
+SESSION_PREFIX = "nemo-weights-"
+
+
+def remove_orphaned_sessions(shm_dir: str) -> list[Path]:
+    """Delete bucket folders left in shared memory by trainers that died mid-sync (their pid is gone)."""
+    removed = []
+    for folder in Path(shm_dir).glob(f"{SESSION_PREFIX}*"):
+        pid_text = folder.name.removeprefix(SESSION_PREFIX).split("-", 1)[0]
+        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _finish(in_flight: tuple[Future[None], Path]) -> None:

@@ -37,6 +37,7 @@ def e2e_config(**overrides) -> GenerationConfig:
         "max_model_len": 1024,
         "max_num_seqs": 16,
         "kv_cache_gb": 0.25,
+        "enforce_eager": True,  # start fast; these tests check values, not speed
         "bucket_mb": 1,  # several buckets even for the 4.4 MB tiny model, so layers split across buckets
         "startup_timeout_s": 900.0,
         "request_timeout_s": 600.0,

@@ -83,6 +83,20 @@ def test_shm_sync_failure_is_reported_and_cleaned_up(tmp_path) -> None:
     assert not list(tmp_path.iterdir())
 
 
+def test_folders_of_dead_trainers_are_removed(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = tmp_path / f"nemo-weights-{dead.stdout.strip()}-v3-abcd1234"
+    mine = tmp_path / f"nemo-weights-{os.getpid()}-v4-abcd1234"
+    for folder in (orphan, mine):
+        folder.mkdir()
+        (folder / "00000.safetensors").write_bytes(b"x")
+    ShmTransport(ShmConsumer(tmp_path), 1000, "float32", str(tmp_path))
+    assert not orphan.exists() and mine.exists()
+
+
 def test_shm_dir_must_exist(tmp_path) -> None:
     with pytest.raises(WeightSyncError, match="is not a directory"):
         ShmTransport(ShmConsumer(tmp_path), 1000, "float32", str(tmp_path / "missing"))
