@@ -82,6 +82,16 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
+    def __post_init__(self) -> None:
+        """Checks that span components (each component checks its own values)."""
+        per_update = self.trainer.prompts_per_update * self.generation.sampling.n
+        if per_update % self.policy.micro_batch_size:
+            raise ConfigError(
+                f"an optimizer step takes trainer.prompts_per_update x generation.sampling.n = {per_update} "
+                f"sequences, which policy.micro_batch_size={self.policy.micro_batch_size} does not divide; "
+                "choose a micro-batch size that divides it"
+            )
+
     @property
     def run_dir(self) -> Path:
         return Path(self.run.output_dir) / self.run.name

@@ -74,3 +74,10 @@ def test_valid_keys_lists_nested_keys():
 
 def test_an_empty_override_is_the_empty_string():
     assert load_config(None, ["run.output_dir="]).run.output_dir == ""
+
+
+def test_cross_component_combinations_fail_at_load_time_with_the_fix():
+    with pytest.raises(
+        ConfigError, match=r"prompts_per_update x generation.sampling.n = 8 sequences.*micro_batch_size=16"
+    ):
+        load_config(None, ["trainer.prompts_per_update=1", "generation.sampling.n=8", "policy.micro_batch_size=16"])

@@ -30,6 +30,6 @@ def test_very_long_answers_are_compared_as_strings_not_parsed():
 
 def test_letter_a_sanity_reward():
     scorer = RewardScorer("letter_a")
-    assert scorer.score_one(RewardSample("AAAA", "", "")).overall == 1.0
-    assert scorer.score_one(RewardSample("A b\nA c", "", "")).overall == 0.5  # whitespace is not counted
+    assert scorer.score_one(RewardSample("AAAAAAAAAA", "", "")).overall == 1.0  # capped at 8
+    assert scorer.score_one(RewardSample("A b\nAW c", "", "")).overall == 0.25
     assert scorer.score_one(RewardSample("   ", "", "")).overall == 0.0
