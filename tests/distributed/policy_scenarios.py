@@ -70,6 +70,37 @@ def build_batch(model_dir: Path) -> dict[str, torch.Tensor]:
     }
 
 
+def hf_logprobs_and_entropy(model_dir: Path, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers' fp32 token log-probs and entropy, one unpadded sample at a time (the parity reference)."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    image_token, video_token = model.config.image_token_id, model.config.video_token_id
+    logprobs = torch.zeros(batch["input_ids"].shape)
+    entropy = torch.zeros(batch["input_ids"].shape)
+    patches = batch["image_grid_thw"].prod(-1)
+    image_start = patch_start = 0
+    for row, count in enumerate(batch["images_per_sample"].tolist()):
+        length = int(batch["attention_mask"][row].sum())
+        ids = batch["input_ids"][row : row + 1, :length]
+        grid = batch["image_grid_thw"][image_start : image_start + count]
+        n_patches = int(patches[image_start : image_start + count].sum())
+        pixels = batch["pixel_values"][patch_start : patch_start + n_patches]
+        image_start, patch_start = image_start + count, patch_start + n_patches
+        kinds = (ids == image_token).int() + 2 * (ids == video_token).int()
+        with torch.no_grad():
+            logits = model(
+                input_ids=ids,
+                pixel_values=pixels if count else None,
+                image_grid_thw=grid if count else None,
+                mm_token_type_ids=kinds,
+            ).logits[0]
+        log_softmax = torch.log_softmax(logits[:-1], dim=-1)
+        logprobs[row, 1:length] = log_softmax.gather(-1, ids[0, 1:, None])[:, 0]
+        entropy[row, 1:length] = -(log_softmax.exp() * log_softmax).sum(-1)
+    return {"logprobs": logprobs, "entropy": entropy}
+
+
 def _image(width: int, height: int, generator: torch.Generator) -> Any:
     from PIL import Image
 
@@ -95,7 +126,27 @@ def run_layouts(rank: int, model_dir: str, batch_tensors: dict[str, torch.Tensor
     checkpoints = Path(work_dir)
     for name, parallel in LAYOUTS.items():
         records[name] = _phase(name, parallel, model_dir, batch_tensors, checkpoints)
+    records["fp8_providers"] = _fp8_providers(model_dir)
     return records
+
+
+def _fp8_providers(model_dir: str) -> dict[str, dict[str, Any]]:
+    """The Megatron fields each FP8 recipe sets on the bridge's real provider (FP8 itself needs a GPU)."""
+    from nemo_spatial.models.qwen25_vl.bridge import make_provider
+    from nemo_spatial.models.qwen25_vl.config import FP8Config, PolicyConfig
+    from nemo_spatial.parallel.config import ParallelConfig
+    from nemo_spatial.parallel.layout import resolve_layout
+
+    layout = resolve_layout(ParallelConfig(tensor_model_parallel_size=2), 2)
+    out = {}
+    for recipe in ("delayed", "tensorwise", "blockwise"):
+        cfg = PolicyConfig(
+            hf_path=model_dir, precision="bf16", fp8=FP8Config(enabled=True, recipe=recipe, param_gather=True)
+        )
+        provider, _ = make_provider(model_dir, cfg, layout, load_weights=False)
+        names = ("fp8", "fp8_recipe", "fp8_param", "fp8_amax_history_len", "bf16", "params_dtype", "pipeline_dtype")
+        out[recipe] = {name: getattr(provider, name) for name in names}
+    return out
 
 
 def _policy(model_dir: str, parallel: dict[str, Any], micro_batch_size: int) -> Any:

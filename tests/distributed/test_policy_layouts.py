@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.distributed.policy_scenarios import LAYOUTS, build_batch, run_layouts
+from tests.distributed.policy_scenarios import LAYOUTS, build_batch, hf_logprobs_and_entropy, run_layouts
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 LOGPROB_ATOL = 2e-5  # fp32 through different reduction orders (measured ~1e-6)
@@ -40,34 +40,7 @@ def runs(tiny_model_dir: Path, batch: dict[str, torch.Tensor], tmp_path_factory:
 
 @pytest.fixture(scope="module")
 def hf_reference(tiny_model_dir: Path, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """transformers' log-probs and entropy, one unpadded sample at a time."""
-    from transformers import Qwen2_5_VLForConditionalGeneration
-
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(tiny_model_dir), dtype=torch.float32).eval()
-    image_token, video_token = model.config.image_token_id, model.config.video_token_id
-    logprobs = torch.zeros(batch["input_ids"].shape)
-    entropy = torch.zeros(batch["input_ids"].shape)
-    patches = batch["image_grid_thw"].prod(-1)
-    image_start = patch_start = 0
-    for row, count in enumerate(batch["images_per_sample"].tolist()):
-        length = int(batch["attention_mask"][row].sum())
-        ids = batch["input_ids"][row : row + 1, :length]
-        grid = batch["image_grid_thw"][image_start : image_start + count]
-        n_patches = int(patches[image_start : image_start + count].sum())
-        pixels = batch["pixel_values"][patch_start : patch_start + n_patches]
-        image_start, patch_start = image_start + count, patch_start + n_patches
-        kinds = (ids == image_token).int() + 2 * (ids == video_token).int()
-        with torch.no_grad():
-            logits = model(
-                input_ids=ids,
-                pixel_values=pixels if count else None,
-                image_grid_thw=grid if count else None,
-                mm_token_type_ids=kinds,
-            ).logits[0]
-        log_softmax = torch.log_softmax(logits[:-1], dim=-1)
-        logprobs[row, 1:length] = log_softmax.gather(-1, ids[0, 1:, None])[:, 0]
-        entropy[row, 1:length] = -(log_softmax.exp() * log_softmax).sum(-1)
-    return {"logprobs": logprobs, "entropy": entropy}
+    return hf_logprobs_and_entropy(tiny_model_dir, batch)
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
@@ -150,3 +123,11 @@ def test_interrupted_save_keeps_the_previous_checkpoint(runs: dict) -> None:
     # test loads it after the crash and reproduces the original step exactly).
     assert "start_tp2" in runs["tp2"]["interrupted_save_left"]
     assert "start_tp2.partial" in runs["tp2"]["interrupted_save_left"]
+
+
+@pytest.mark.parametrize("recipe", ["delayed", "tensorwise", "blockwise"])
+def test_fp8_recipe_reaches_the_megatron_provider(runs: dict, recipe: str) -> None:
+    fields = runs["fp8_providers"][recipe]
+    assert (fields["fp8"], fields["fp8_recipe"], fields["fp8_param"]) == ("hybrid", recipe, True)
+    assert fields["fp8_amax_history_len"] == (1024 if recipe == "delayed" else 1)
+    assert fields["bf16"] and fields["params_dtype"] == torch.bfloat16 == fields["pipeline_dtype"]

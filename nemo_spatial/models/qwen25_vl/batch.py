@@ -135,6 +135,15 @@ class PolicyBatch:
         pixel_values = torch.cat(pieces) if pieces else self.pixel_values[:0]
         return pixel_values, self.image_grid_thw[image_ids], self.images_per_sample[index]
 
+    def to(self, device: torch.device | str) -> PolicyBatch:
+        """The same batch with every tensor on `device` (no copy where it already is)."""
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name, value in moved.items():
+            if isinstance(value, torch.Tensor):
+                moved[name] = value.to(device, non_blocking=True)
+        moved["extras"] = {name: value.to(device, non_blocking=True) for name, value in self.extras.items()}
+        return replace(self, **moved)
+
     def shard(self, rank: int, world: int) -> PolicyBatch:
         """This data-parallel rank's contiguous share of the samples (B must divide by `world`)."""
         if self.batch_size % world != 0:

@@ -138,7 +138,7 @@ def make_provider(hf_path: str | Path, cfg: PolicyConfig, layout: Layout, *, loa
 
     from nemo_spatial.models.qwen25_vl.layer_spec import local_block_spec
 
-    bridge = AutoBridge.from_hf_pretrained(str(path), torch_dtype=torch.float32)
+    bridge = AutoBridge.from_hf_pretrained(str(path), dtype="auto")  # the checkpoint's own dtype: no widening copy
     provider = bridge.to_megatron_provider(load_weights=load_weights)
     check_model_fits(
         layout,
@@ -180,10 +180,17 @@ def _apply_precision(provider: Any, cfg: PolicyConfig) -> None:
 
 
 def load_model(
-    cfg: PolicyConfig, layout: Layout, ddp_config: Any | None = None, hf_path: str | None = None
+    cfg: PolicyConfig,
+    layout: Layout,
+    ddp_config: Any | None = None,
+    hf_path: str | None = None,
+    load_weights: bool = True,
 ) -> LoadedModel:
-    """Build this rank's model chunks with the HF weights converted and sharded by the bridge."""
-    provider, bridge = make_provider(hf_path or cfg.hf_path, cfg, layout)
+    """Build this rank's model chunks with the HF weights converted and sharded by the bridge.
+
+    `load_weights=False` initialises randomly from the HF config alone (benchmarks of a model shape).
+    """
+    provider, bridge = make_provider(hf_path or cfg.hf_path, cfg, layout, load_weights=load_weights)
     provider.finalize()
     chunks = provider.provide_distributed_model(
         ddp_config=ddp_config,

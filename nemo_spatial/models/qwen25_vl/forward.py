@@ -37,8 +37,11 @@ def run_schedule(
     """Run every micro-batch through the model chunks; the last stage's records, in micro-batch order."""
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
     def forward_step(data_iterator: Any, model: Any) -> tuple[torch.Tensor, Any]:
         micro_batch = next(data_iterator)
+        micro_batch = MicroBatch(batch=micro_batch.batch.to(device), rows=micro_batch.rows)
         batch = micro_batch.batch
         output = model(
             input_ids=batch.input_ids,
@@ -77,5 +80,5 @@ def evaluation_record(
     micro_batch: MicroBatch, logprobs: torch.Tensor, entropy: torch.Tensor
 ) -> tuple[torch.Tensor, dict]:
     """`compute` for log-prob evaluation: no loss, keep the detached per-token values."""
-    record = {"rows": micro_batch.rows, "logprobs": logprobs.detach(), "entropy": entropy.detach()}
+    record = {"rows": micro_batch.rows, "logprobs": logprobs.detach().cpu(), "entropy": entropy.detach().cpu()}
     return logprobs.new_zeros(()), record

@@ -23,6 +23,7 @@ up to float rounding. `metrics` values are averaged over micro-batches and DP ra
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -38,6 +39,7 @@ from nemo_spatial.parallel.config import ParallelConfig
 from nemo_spatial.parallel.layout import check_sequence_length
 
 LossFn = Callable[..., tuple[torch.Tensor, dict[str, Any]]]
+FP8_TOKEN_ALIGNMENT = 16
 
 
 class MegatronPolicy:
@@ -180,10 +182,16 @@ class MegatronPolicy:
             )
         offset = self.state.data_rank * (batch.batch_size // data)
         local = batch.shard(self.state.data_rank, data)
-        micro_batches = make_micro_batches(local, self.cfg.micro_batch_size, self.layout.sequence_multiple)
+        micro_batches = make_micro_batches(local, self.cfg.micro_batch_size, self._length_multiple)
         for mb in micro_batches:
             mb.rows = mb.rows + offset
         return micro_batches
+
+    @property
+    def _length_multiple(self) -> int:
+        """Padded lengths: what SP / CP split, and 16 under FP8 (TE's FP8 GEMMs need 16-aligned token counts)."""
+        multiple = self.layout.sequence_multiple
+        return math.lcm(multiple, FP8_TOKEN_ALIGNMENT) if self.cfg.fp8.enabled else multiple
 
     @staticmethod
     def _local_rows(micro_batches: list[MicroBatch]) -> torch.Tensor:
@@ -197,17 +205,18 @@ class MegatronPolicy:
         local = torch.zeros(len(local_rows), length)
         if self.state.is_pipeline_last:
             local = scatter_rows([(r["rows"] - offset, r[key]) for r in records], len(local_rows), length)
+        local = local.to(self.state.device)  # NCCL collectives need the tensors on the GPU
         if self.layout.pipeline > 1:
             dist.broadcast(
                 local,
                 src=parallel_state.get_pipeline_model_parallel_last_rank(),
                 group=parallel_state.get_pipeline_model_parallel_group(),
             )
-        if self.layout.data == 1:
-            return local
-        pieces = [torch.empty_like(local) for _ in range(self.layout.data)]
-        dist.all_gather(pieces, local, group=parallel_state.get_data_parallel_group())
-        return torch.cat(pieces)
+        if self.layout.data > 1:
+            pieces = [torch.empty_like(local) for _ in range(self.layout.data)]
+            dist.all_gather(pieces, local, group=parallel_state.get_data_parallel_group())
+            local = torch.cat(pieces)
+        return local.cpu()
 
     def _reduce_metrics(self, records: list[dict]) -> dict[str, float]:
         """Loss summed, other metrics averaged, over micro-batches and DP ranks; the same on every rank."""
@@ -216,7 +225,7 @@ class MegatronPolicy:
         keys = sorted({key for record in records for key in record})
         keys = _broadcast_object(keys, self.layout.pipeline > 1)
         sums = torch.tensor([[sum(r.get(k, 0.0) for r in records), sum(k in r for r in records)] for k in keys])
-        sums = sums.reshape(len(keys), 2).double()
+        sums = sums.reshape(len(keys), 2).double().to(self.state.device)
         if self.layout.pipeline > 1:
             dist.broadcast(
                 sums,
@@ -226,7 +235,7 @@ class MegatronPolicy:
         if self.layout.data > 1:
             dist.all_reduce(sums, group=parallel_state.get_data_parallel_group())
         out = {}
-        for key, (total, count) in zip(keys, sums.tolist(), strict=True):
+        for key, (total, count) in zip(keys, sums.cpu().tolist(), strict=True):
             out[key] = total if key == "loss" else total / max(count, 1.0)
         return out
 
