@@ -22,9 +22,10 @@ megatron-core 0.19.2, ../shared/docs/stack-notes.md). `activate()` installs, onc
    until CUDA initialises, which never happens here, so Megatron's RNG-tracker `fork()` would silently not
    switch streams and the queue would grow by a formatted stack trace per call.
 
-What it does not do: make anything faster, or emulate kernels that only exist on a GPU (Transformer Engine,
-FP8, fused Apex kernels; Megatron falls back to its local implementations). Nothing else in the package knows
-about this module: `nemo_spatial.parallel.state.initialize` calls `activate()` before it touches Megatron.
+What it does not do: make anything faster (the mode adds a Python call to every torch call), or emulate
+kernels that only exist on a GPU (Transformer Engine, FP8, fused Apex kernels; Megatron falls back to its local
+implementations). Nothing else in the package knows about this module: `nemo_spatial.parallel.state.initialize`
+calls `activate()` before it touches Megatron.
 """
 
 from __future__ import annotations

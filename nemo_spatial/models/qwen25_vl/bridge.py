@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.machinery
+import logging
 import sys
 import types
 from dataclasses import dataclass
@@ -60,6 +61,12 @@ def import_megatron_bridge() -> types.ModuleType:
     needs_stand_in = "megatron.bridge" not in sys.modules and importlib.util.find_spec("transformer_engine") is None
     if needs_stand_in and not any(isinstance(finder, _LoraLayersFinder) for finder in sys.meta_path):
         sys.meta_path.insert(0, _LoraLayersFinder())
+    if needs_stand_in:
+        # Without TE the bridge logs a full traceback at INFO for each optional TE symbol it probes (expected
+        # here); a filter, because the module resets its logger's level to INFO when it is imported.
+        logging.getLogger("megatron.bridge.utils.import_utils").addFilter(
+            lambda record: record.levelno >= logging.WARNING
+        )
     import megatron.bridge
 
     return megatron.bridge

@@ -8,7 +8,9 @@ state dict describes every tensor by its global shape and offset, so the model l
 layout (save at TP=2, load at TP=1 or PP=2). The distributed optimizer is saved as "dp_reshardable" (the
 format that works on gloo; ../shared/docs/stack-notes.md): it reloads under any DP size but only at the TP x PP
 it was saved with, as in Megatron-LM. Loading at another TP/PP therefore restores the model only (a warning
-says so); `load_optimizer=True` makes that an error instead.
+says so); `load_optimizer=True` makes that an error instead. ("fully_reshardable" would reshard the optimizer
+too, but megatron-core 0.19.2 cannot load it into torch's AdamW, the optimizer without Apex / Transformer
+Engine: its loader re-adds the per-parameter `step` and then looks that key up in the checkpoint; measured.)
 
 Atomic: shards go to `<path>.partial/`; after every rank has finished, rank 0 writes `nemo_spatial_policy.json`
 (layout, step, scheduler state) and renames the directory to `<path>` (an existing `<path>` is moved aside first
@@ -70,6 +72,7 @@ def save_policy_checkpoint(
             "tensor": layout.tensor,
             "pipeline": layout.pipeline,
             "data": layout.data,
+            "optimizer_sharding": OPTIMIZER_SHARDING["distrib_optim_sharding_type"],
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
         }
         (staging / MARKER).write_text(json.dumps(info, indent=2) + "\n")
