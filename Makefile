@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo demo-reward test test-quick lint typecheck bench-reward lock clean
+.PHONY: setup demo demo-reward serve-reward bench-reward-service bench-data test test-quick lint typecheck bench-reward lock clean
 
 setup:
 	@bash scripts/setup_env.sh
@@ -38,6 +38,15 @@ typecheck: setup
 
 bench-reward: setup
 	$(PY) benchmarks/reward_throughput.py
+
+bench-reward-service: setup
+	$(PY) benchmarks/reward_service_load.py
+
+bench-data: setup
+	$(PY) benchmarks/data_throughput.py
+
+serve-reward: setup
+	$(PY) -m nemo_spatial.reward.serve --config conf/base.yaml
 
 # Re-resolve requirements/stack.lock from requirements/stack.in (needs PyPI).
 lock:

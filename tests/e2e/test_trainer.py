@@ -38,7 +38,9 @@ def _metrics(run_dir: Path) -> list[dict]:
 
 
 def test_grpo_learns_a_reward_it_can_learn(tiny_model_dir, tmp_path):
-    """`letter_a` (count of 'A' characters, /8, capped) starts near 0 for random weights and must pass 0.9.
+    """`letter_a` (count of 'A' characters, /8, capped) starts near 0.1 for random weights and must pass 0.9.
+
+    Measured here: 0.13 at step 1, 0.69 at step 6, 0.98 at step 8, 1.0 from step 10.
 
     It cannot pass if the advantages had the wrong sign (the policy would learn to avoid 'A') or if the
     weights did not reach the generator (it would keep sampling from the random initial policy).
@@ -49,7 +51,7 @@ def test_grpo_learns_a_reward_it_can_learn(tiny_model_dir, tmp_path):
             tiny_model_dir, tmp_path, "run.name=learn", "reward.preset=letter_a", "reward_service.mode=remote",
             f"reward_service.url={reward_server.url}", "data.val_files=", "generation.sampling.n=8",
             "generation.sampling.max_tokens=12", "algorithm.kl_coef=0.0", "policy.reference=none",
-            "policy.micro_batch_size=8", "policy.optimizer.lr=1.0e-2", "trainer.total_steps=20",
+            "policy.micro_batch_size=8", "policy.optimizer.lr=1.0e-2", "trainer.total_steps=12",
             "trainer.prompts_per_step=8", "trainer.prompts_per_update=1", "trainer.save_every=0",
             "logging.rollout_sample_every=0",
         )  # fmt: skip
@@ -58,8 +60,8 @@ def test_grpo_learns_a_reward_it_can_learn(tiny_model_dir, tmp_path):
         reward_server.stop()
     assert done.returncode == 0, done.stderr[-4000:]
     rewards = [m["reward/overall/mean"] for m in _metrics(tmp_path / "learn")]
-    assert len(rewards) == 20
-    assert rewards[0] < 0.1, rewards
+    assert len(rewards) == 12
+    assert rewards[0] < 0.2, rewards  # about one "A" in 12 random tokens: 0.13 at step 1 when measured
     assert max(rewards[-3:]) > 0.9, rewards
     assert all(m["reward/errors"] == 0 for m in _metrics(tmp_path / "learn"))
 
