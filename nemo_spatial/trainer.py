@@ -75,6 +75,10 @@ class Trainer:
         self.is_driver = not dist.is_initialized() or dist.get_rank() == 0
         if self.is_driver and (generator is None or reward is None):
             raise ValueError("the driver rank needs a generator and a reward client")
+        # Decided from the config, so that every rank takes part in the validation broadcast or none does.
+        self.validates = cfg.trainer.val_every > 0 and bool(cfg.data.val_files)
+        if self.validates and self.is_driver and val_prompts is None:
+            raise ValueError("data.val_files is set, so the driver needs the validation prompt stream")
         self.step = 0
         self.version = 0
 
@@ -85,12 +89,12 @@ class Trainer:
         self._resume()
         flag = PreemptionFlag().install()
         try:
-            if tc.val_before_train and tc.val_every and self.val_prompts is not None:
+            if tc.val_before_train and self.validates:
                 self.metrics.log(self.step, self.validate())
             while self.step < tc.total_steps:
                 metrics = self.train_step()
                 self.step += 1
-                if tc.val_every and self.step % tc.val_every == 0 and self.val_prompts is not None:
+                if self.validates and self.step % tc.val_every == 0:
                     metrics.update(self.validate())
                 self.metrics.log(self.step, metrics)
                 finished = self.step == tc.total_steps
@@ -232,7 +236,7 @@ class Trainer:
             scores = self._score(prompts, rollouts, self.cfg.generation.val_sampling.n)
             return reward_metrics(scores, "val/reward")
 
-        return self._on_driver(run) if self.val_prompts is not None or not self.is_driver else {}
+        return self._on_driver(run)
 
     def save(self) -> Path:
         state = TrainerState(

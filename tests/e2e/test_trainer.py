@@ -71,7 +71,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_model_dir, tmp_path):
     run_dir = tmp_path / "resume"
     command = _train_command(
         tiny_model_dir, tmp_path, "run.name=resume", "trainer.total_steps=3", "trainer.save_every=1",
-        "trainer.val_every=0", "logging.rollout_sample_every=0",
+        "trainer.val_every=2", "trainer.val_prompts=2", "logging.rollout_sample_every=0",
     )  # fmt: skip
     log = (tmp_path / "first.log").open("w")
     first = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -92,3 +92,4 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_model_dir, tmp_path):
     assert steps[-1] == 3 and steps.count(3) == 1  # the resumed run did step 3 only
     final = torch.load(run_dir / "checkpoints" / "step_000003" / "trainer_state.pt", weights_only=False)
     assert final["data_state"]["offset"] == 3 * 4 and final["weight_version"] == 3
+    assert "val/reward/overall/mean" in _metrics(run_dir)[1]  # validation at step 2, on both ranks (no hang)
