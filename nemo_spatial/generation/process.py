@@ -22,6 +22,7 @@ import requests
 
 from nemo_spatial.generation.config import GenerationConfig
 from nemo_spatial.generation.types import GeneratorUnavailableError
+from nemo_spatial.generation.watchdog import PARENT_PID_ENV
 
 LOG_TAIL_LINES = 60
 DEFAULT_CPU_KV_CACHE_GB = 2.0
@@ -103,7 +104,8 @@ class ServerProcess:
         self.port = self.cfg.port or free_port(self.cfg.host)
         command = server_command(self.cfg, self.model_dir, self.port, self.extra_args)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        # The server exits when this process dies (see watchdog.py), even on SIGKILL.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", PARENT_PID_ENV: str(os.getpid()), **self.env}
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== start {self.starts + 1}: {' '.join(command)}\n".encode())
             log.flush()

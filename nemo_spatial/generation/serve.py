@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # Importing the extension here registers the engine in this process too (the engine core may run in it).
     import nemo_spatial.generation.worker_extension  # noqa: F401
+    from nemo_spatial.generation.watchdog import watch_parent_from_env
 
     cli_env_setup()
     parser = make_arg_parser(FlexibleArgumentParser(description=__doc__.splitlines()[0]))
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging_from_args(args)
     validate_parsed_serve_args(args)
     _install_routes()
+    watch_parent_from_env()
     uvloop.run(run_server(args))
 
 

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 
@@ -80,8 +81,11 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_model_dir, tmp_path):
         assert first.poll() is None, (tmp_path / "first.log").read_text()[-4000:]
         assert time.monotonic() < deadline, "no step-2 checkpoint within 15 minutes"
         time.sleep(0.5)
+    job = psutil.Process(first.pid).children(recursive=True)  # trainer ranks, vLLM server and engine
     os.killpg(first.pid, signal.SIGKILL)  # a node failure: no handler runs, nothing is flushed
     first.wait(timeout=60)
+    _, survivors = psutil.wait_procs(job, timeout=90)  # the server (own session) exits with its parent
+    assert not [p for p in survivors if p.status() != psutil.STATUS_ZOMBIE], survivors
     state = torch.load(run_dir / "checkpoints" / "step_000002" / "trainer_state.pt", weights_only=False)
     assert state["step"] == 2 and state["data_state"]["offset"] == 2 * 4  # 4 prompts per step
 
