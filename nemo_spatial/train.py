@@ -69,6 +69,10 @@ def run(cfg: Config) -> None:
     with ExitStack() as stack:
         generator, reward, decode = _driver_services(cfg, model_dir, run_dir, stack) if driver else (None, None, None)
         policy = _build_policy(cfg)
+        if generator is not None and hasattr(generator, "weights_provider") and int(os.environ["WORLD_SIZE"]) == 1:
+            # generation.on_server_death=restart re-pushes the current weights to the new server. With several
+            # ranks the export is collective, so the driver cannot do it alone: the run stops (checkpoint kept).
+            generator.weights_provider = policy.named_hf_weights
         prompts = PromptStream.open(cfg.data, "train", processor_path=model_dir)
         stack.callback(prompts.close)
         val = PromptStream.open(cfg.data, "val", processor_path=model_dir) if driver and cfg.data.val_files else None

@@ -218,13 +218,7 @@ class Trainer:
         return {"sync/seconds": stats.seconds, "sync/gb_per_s": stats.gb_per_s, "sync/bytes": float(stats.num_bytes)}
 
     def _on_driver(self, work: Callable[[], Any]) -> Any:
-        """Run `work` on the driver and hand its (picklable) result to every rank."""
-        result = work() if self.is_driver else None
-        if dist.is_initialized() and dist.get_world_size() > 1:
-            box = [result]
-            dist.broadcast_object_list(box, src=0)
-            result = box[0]
-        return result
+        return run_on_driver(work, self.is_driver)
 
     # ---- validation, samples, checkpoints -----------------------------------------------------------------
     def validate(self) -> dict[str, float]:
@@ -294,6 +288,35 @@ class Trainer:
             ],
         }
         (folder / "rollouts.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+class DriverFailedError(RuntimeError):
+    """Raised on the other ranks when the driver's work (generation, reward) failed; the driver raises its own."""
+
+
+def run_on_driver(work: Callable[[], Any], is_driver: bool) -> Any:
+    """Run `work` on the driver and hand its (picklable) result to every rank.
+
+    A failure on the driver (a dead generation server, an unreachable reward service) is broadcast too, so
+    every rank stops with it instead of waiting in the collective until its timeout; the last checkpoint
+    stays as it was.
+    """
+    result: Any = None
+    failure: BaseException | None = None
+    if is_driver:
+        try:
+            result = work()
+        except Exception as error:  # noqa: BLE001 - re-raised below on every rank
+            failure = error
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        box = [(result, None if failure is None else f"{type(failure).__name__}: {failure}")]
+        dist.broadcast_object_list(box, src=0)
+        result, message = box[0]
+        if message is not None and failure is None:
+            raise DriverFailedError(f"rank 0 failed: {message}")
+    if failure is not None:
+        raise failure
+    return result
 
 
 class PhaseTimer:
