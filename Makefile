@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo demo-reward serve-reward bench-reward-service bench-data test test-quick lint typecheck bench-reward lock clean
+.PHONY: setup demo demo-reward serve-reward bench-reward-service bench-data bench-policy bench-generation test test-quick lint typecheck bench-reward lock clean
 
 setup:
 	@bash scripts/setup_env.sh
@@ -44,6 +44,12 @@ bench-reward-service: setup
 
 bench-data: setup
 	$(PY) benchmarks/data_throughput.py
+
+bench-policy: setup
+	$(PY) benchmarks/policy_cpu_step.py
+
+bench-generation: setup
+	$(PY) benchmarks/generation_sync.py
 
 serve-reward: setup
 	$(PY) -m nemo_spatial.reward.serve --config conf/base.yaml
