@@ -77,7 +77,3 @@ def build_policy_batch(
         advantages=advantages.float(),
         extras={"rollout_log_probs": rollout_logprobs},
     )
-
-
-def response_lengths(rollouts: Sequence[Rollout]) -> torch.Tensor:
-    return torch.tensor([len(r.token_ids) for r in rollouts], dtype=torch.float32)

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("WORLD_SIZE", "1")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         if "MASTER_PORT" not in os.environ:
-            from nemo_spatial.parallel.state import free_port
+            from nemo_spatial.net import free_port
 
             os.environ["MASTER_PORT"] = str(free_port())
         run(cfg)

@@ -21,7 +21,7 @@ import requests
 
 from nemo_spatial.generation.broadcast import GroupSpec
 from nemo_spatial.generation.config import GenerationConfig, SamplingConfig, check_nccl_available
-from nemo_spatial.generation.process import ServerProcess, free_port
+from nemo_spatial.generation.process import ServerProcess
 from nemo_spatial.generation.transport import BroadcastTransport, ShmTransport, WeightTransport
 from nemo_spatial.generation.types import (
     GenerationError,
@@ -35,6 +35,7 @@ from nemo_spatial.generation.types import (
     require_version,
 )
 from nemo_spatial.generation.wire import decode_rollout, encode_request, encode_sampling
+from nemo_spatial.net import free_port
 
 if TYPE_CHECKING:
     import torch

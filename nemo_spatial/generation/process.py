@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,15 +22,10 @@ import requests
 from nemo_spatial.generation.config import GenerationConfig
 from nemo_spatial.generation.types import GeneratorUnavailableError
 from nemo_spatial.generation.watchdog import PARENT_PID_ENV
+from nemo_spatial.net import free_port
 
 LOG_TAIL_LINES = 60
 DEFAULT_CPU_KV_CACHE_GB = 2.0
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def server_command(cfg: GenerationConfig, model_dir: str, port: int, extra_args: list[str] | None = None) -> list[str]:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.multiprocessing as mp
 
-from nemo_spatial.parallel.state import free_port
+from nemo_spatial.net import free_port
 
 
 def spawn(

@@ -23,6 +23,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from nemo_spatial.net import free_port
 from nemo_spatial.parallel import cpu_compat
 from nemo_spatial.parallel.config import ParallelConfig
 from nemo_spatial.parallel.layout import Layout, check_runtime, resolve_layout
@@ -114,12 +115,3 @@ def destroy() -> None:
             parallel_state.destroy_model_parallel()
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -14,16 +13,11 @@ from pathlib import Path
 import psutil
 import urllib3
 
+from nemo_spatial.net import free_port
 from nemo_spatial.reward import RewardSample
 from nemo_spatial.reward.examples import BEHIND, BIKE, GROUND_TRUTH, MAN, PROBLEM, response
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ServerProcess:

@@ -41,8 +41,8 @@ def _nccl_receiver(spec_args, metadata, results, done) -> None:
 def test_nccl_broadcast_transport_delivers_exact_weights() -> None:
     pytest.importorskip("vllm")
     from nemo_spatial.generation.broadcast import GroupSpec
-    from nemo_spatial.generation.process import free_port
     from nemo_spatial.generation.transport import BroadcastTransport
+    from nemo_spatial.net import free_port
 
     torch.cuda.set_device(0)
     spec = GroupSpec("nccl", "127.0.0.1", free_port(), world_size=2, timeout_s=120)

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from nemo_spatial.generation.buckets import read_bucket, unpack_bucket
-from nemo_spatial.generation.process import free_port
 from nemo_spatial.generation.transport import ShmTransport
 from nemo_spatial.generation.types import WeightSyncError
+from nemo_spatial.net import free_port
 
 
 def _model_weights(seed: int = 0) -> dict[str, torch.Tensor]:

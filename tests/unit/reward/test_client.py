@@ -1,12 +1,12 @@
 """The trainer's reward client: in-process at wire precision, and failing fast where no server answers."""
 
-import socket
 import time
 
 import numpy as np
 import pytest
 
 from nemo_spatial.config import load_config
+from nemo_spatial.net import free_port
 from nemo_spatial.reward import RewardSample, RewardScorer
 from nemo_spatial.reward.client import LocalRewardClient, RewardServiceError, make_reward_client
 from nemo_spatial.reward.examples import worked_samples
@@ -34,14 +34,8 @@ def test_unsendable_samples_get_the_same_per_sample_error_in_both_clients():
     assert batch.first_errors[0].startswith("sample 1: TypeError")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_unreachable_server_fails_fast_naming_host_and_port():
-    port = _free_port()
+    port = free_port()
     cfg = load_config(
         None, ["reward_service.mode=remote", f"reward_service.url=http://127.0.0.1:{port}", "reward.similarity=trigram"]
     )
