@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -122,6 +123,11 @@ class ScoringPool:
         return sorted(getattr(self._executor, "_processes", None) or {})
 
     @property
+    def broken(self) -> bool:
+        """The current pool has lost a process; the dispatcher replaces it before the next job."""
+        return bool(getattr(self._executor, "_broken", False))
+
+    @property
     def ready(self) -> bool:
         return self._dispatcher is not None and not self._dispatcher.done()
 
@@ -166,7 +172,7 @@ class ScoringPool:
         while True:
             await self._slots.acquire()
             job = await self._next_job()
-            if getattr(self._executor, "_broken", False):  # a process died while idle: replace the pool first
+            if self.broken:  # a process died while idle: replace the pool first
                 self._replace_executor("a scoring process died while idle")
             executor = self._executor
             assert executor is not None
@@ -225,8 +231,13 @@ class ScoringPool:
         self.stats.samples += sum(map(len, job))
         self.stats.pieces_per_job = [*self.stats.pieces_per_job[-999:], len(job)]
 
-    async def close(self) -> None:
-        """Stop dispatching and stop the processes (requests in flight should have finished first)."""
+    async def close(self, grace_s: float = 10.0) -> None:
+        """Stop dispatching and stop the processes (requests in flight should have finished first).
+
+        Never waits forever. CPython's pool can miss a process that died just before shutdown (its wake-up is
+        read before the dead process's sentinel), then wait for a live process that is blocked on the queue
+        lock the dead one held; processes still running `grace_s` after shutdown are terminated.
+        """
         if self._dispatcher is not None:
             self._dispatcher.cancel()
         for piece in self._pending:
@@ -234,5 +245,22 @@ class ScoringPool:
                 piece.future.set_exception(WorkerCrashed("the server is shutting down; retry on its successor"))
         self._pending.clear()
         if self._executor is not None:
-            await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
-            self._executor = None
+            executor, self._executor = self._executor, None
+            processes = list((getattr(executor, "_processes", None) or {}).values())
+            executor.shutdown(wait=False, cancel_futures=True)
+            await asyncio.to_thread(_stop_processes, processes, grace_s)
+
+
+def _stop_processes(processes: list[multiprocessing.process.BaseProcess], grace_s: float) -> None:
+    """Join the processes within `grace_s` in all; terminate, then kill, any that are still running."""
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        if process.is_alive():
+            logger.warning("scoring process %s did not stop within %.0f s; terminating it", process.pid, grace_s)
+            process.terminate()
+            process.join(2.0)
+        if process.is_alive():
+            process.kill()
+            process.join()

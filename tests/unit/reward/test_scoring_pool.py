@@ -5,6 +5,7 @@ import os
 import signal
 
 import numpy as np
+import psutil
 import pytest
 
 from nemo_spatial.reward import RewardScorer
@@ -23,6 +24,13 @@ def _request(samples, preset="spatialthinker"):
 def _expected(samples, preset="spatialthinker"):
     results = RewardScorer(preset, "trigram").score_batch(samples).results
     return np.array([[getattr(r, f) for r in results] for f in SCORE_OUTPUTS.values()], dtype=np.float32)
+
+
+async def _until(condition, timeout_s=60.0):
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.005)
 
 
 def test_pool_scores_in_order_coalesces_small_requests_and_survives_a_crash():
@@ -48,13 +56,14 @@ def test_pool_scores_in_order_coalesces_small_requests_and_survives_a_crash():
             assert np.array_equal(r1v.values, _expected(SAMPLES[:3], "r1v"))
             # A scoring process dies while idle: the dispatcher sees the broken pool and replaces it first.
             os.kill(pool.worker_pids[0], signal.SIGKILL)
-            await asyncio.sleep(1.0)
+            await _until(lambda: pool.broken)  # the pool learns of it through the forkserver, asynchronously
             assert np.array_equal((await pool.score(_request(SAMPLES[:4]))).values, _expected(SAMPLES[:4]))
-            assert pool.stats.crashes == 1
+            assert pool.stats.crashes == 1 and not pool.broken
             # One dies while scoring: the request fails with WorkerCrashed (503, retried), the next one succeeds.
-            victim = pool.worker_pids[0]
-            big = asyncio.ensure_future(pool.score(_request(SAMPLES * 20)))
-            await asyncio.sleep(0.2)
+            victim, dispatched = pool.worker_pids[0], pool.stats.samples
+            big = asyncio.ensure_future(pool.score(_request(SAMPLES * 100)))  # ~0.5 s of work on an idle machine
+            await _until(lambda: pool.stats.samples > dispatched)
+            assert not big.done()
             os.kill(victim, signal.SIGKILL)
             with pytest.raises(WorkerCrashed, match="retry it"):
                 await big
@@ -73,3 +82,18 @@ def test_empty_request_needs_no_process():
 
     scores = asyncio.run(scenario())
     assert scores.values.shape == (5, 0) and scores.errors == []
+
+
+def test_close_stops_every_process_even_right_after_one_died():
+    # The death races shutdown: CPython's pool may miss it and wait for ever on a live process blocked on the
+    # queue lock the dead one held. close() must still return, with no process left running.
+    async def scenario():
+        pool = ScoringPool(workers=2, chunk_size=4, similarity="trigram")
+        await pool.start()
+        processes = [psutil.Process(pid) for pid in pool.worker_pids]
+        os.kill(processes[0].pid, signal.SIGKILL)
+        await asyncio.wait_for(pool.close(grace_s=2.0), timeout=60)
+        return processes
+
+    for process in asyncio.run(scenario()):
+        assert not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
