@@ -9,10 +9,13 @@ repeat it, because the policy batches images per row). vLLM's sampling log-probs
 
 Groups whose prompt the generator could not run (rollouts with `error`) are dropped whole, so every group
 the advantages see has all n samples; the count is reported.
+Dropping can leave a number of samples that does not split over DP ranks x micro-batch size; the trainer then
+also leaves out the last few complete groups (`trainable_group_count`) rather than stop a long run.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +46,12 @@ def keep_complete_groups(rollouts: Sequence[Rollout], num_prompts: int, n: int) 
         else:
             kept.append(p)
     return RolloutGroupFilter(kept=kept, dropped=num_prompts - len(kept), errors=errors)
+
+
+def trainable_group_count(complete: int, n: int, sample_multiple: int) -> int:
+    """The most of `complete` groups of n samples whose samples are a multiple of `sample_multiple`."""
+    groups_per_unit = sample_multiple // math.gcd(n, sample_multiple)
+    return complete - complete % groups_per_unit
 
 
 def build_policy_batch(

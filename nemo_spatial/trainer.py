@@ -44,11 +44,12 @@ from nemo_spatial.checkpoint import (
     save_checkpoint,
 )
 from nemo_spatial.config import Config
+from nemo_spatial.errors import ConfigError
 from nemo_spatial.generation.types import GenerationRequest, Generator, Rollout, require_version
 from nemo_spatial.logging_sinks import MetricsLogger
 from nemo_spatial.preemption import PreemptionFlag
 from nemo_spatial.reward import COMPONENTS, BatchResult, RewardSample
-from nemo_spatial.rollouts import build_policy_batch, keep_complete_groups
+from nemo_spatial.rollouts import build_policy_batch, keep_complete_groups, trainable_group_count
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +80,21 @@ class Trainer:
         self.validates = cfg.trainer.val_every > 0 and bool(cfg.data.val_files)
         if self.validates and self.is_driver and val_prompts is None:
             raise ValueError("data.val_files is set, so the driver needs the validation prompt stream")
+        self._check_update_split()
         self.step = 0
         self.version = 0
+
+    def _check_update_split(self) -> None:
+        """Every optimizer step's samples must split over the policy's DP ranks x micro-batch size."""
+        per_update = self.cfg.trainer.prompts_per_update * self.cfg.generation.sampling.n
+        multiple = self.policy.sample_multiple
+        if per_update % multiple:
+            raise ConfigError(
+                f"an optimizer step takes trainer.prompts_per_update x generation.sampling.n = {per_update} samples, "
+                f"which do not split over this run's data-parallel ranks x policy.micro_batch_size = {multiple}; "
+                f"make trainer.prompts_per_update x generation.sampling.n a multiple of {multiple}, or change the "
+                "micro-batch size or the parallel layout"
+            )
 
     # ---- the loop ---------------------------------------------------------------------------------------
     def fit(self) -> None:
@@ -115,16 +129,27 @@ class Trainer:
             rollouts = self._on_driver(lambda: self._generate(prompts, self.cfg.generation.sampling))
         require_version([r for r in rollouts if r.ok], self.version)
         groups = keep_complete_groups(rollouts, len(prompts), n)
-        prompts = [prompts[p] for p in groups.kept]
-        rollouts = [r for p in groups.kept for r in rollouts[p * n : (p + 1) * n]]
+        kept = groups.kept[: trainable_group_count(len(groups.kept), n, self.policy.sample_multiple)]
+        if groups.dropped:
+            logger.warning(
+                "step %d: %d group(s) failed to generate (%s); %d more left out so that the rest split over the "
+                "data-parallel ranks x micro-batch size",
+                self.step + 1, groups.dropped, groups.errors[0], len(groups.kept) - len(kept),
+            )  # fmt: skip
+        prompts = [prompts[p] for p in kept]
+        rollouts = [r for p in kept for r in rollouts[p * n : (p + 1) * n]]
         with timer("reward"):
             scores: BatchResult = self._on_driver(lambda: self._score(prompts, rollouts, n))
-        metrics = {"rollout/dropped_groups": float(groups.dropped), **reward_metrics(scores, "reward")}
+        metrics = {
+            "rollout/dropped_groups": float(groups.dropped),
+            "rollout/unused_groups": float(len(groups.kept) - len(kept)),
+            **reward_metrics(scores, "reward"),
+        }
         metrics.update(response_metrics(rollouts))
         if prompts:
             metrics.update(self._update(prompts, rollouts, scores, n, timer))
         else:
-            logger.error("step %d: every group failed to generate (%s); no update", self.step + 1, groups.errors[:1])
+            logger.error("step %d: no complete group to train on (%s); no update", self.step + 1, groups.errors[:1])
         if self.is_driver and self._sample_due():
             self._save_rollout_sample(prompts, rollouts, scores)
         metrics.update(timer.metrics())

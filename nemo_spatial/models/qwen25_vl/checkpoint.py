@@ -11,6 +11,8 @@ it was saved with, as in Megatron-LM. Loading at another TP/PP therefore restore
 says so); `load_optimizer=True` makes that an error instead. ("fully_reshardable" would reshard the optimizer
 too, but megatron-core 0.19.2 cannot load it into torch's AdamW, the optimizer without Apex / Transformer
 Engine: its loader re-adds the per-parameter `step` and then looks that key up in the checkpoint; measured.)
+The optimizer state also loads only into the same kind of optimizer (`use_distributed_optimizer`, recorded in
+the marker file); another kind loads the model only, with a warning that says why.
 
 Atomic: shards go to `<path>.partial/`; after every rank has finished, rank 0 writes `nemo_spatial_policy.json`
 (layout, step, scheduler state) and renames the directory to `<path>` (an existing `<path>` is moved aside first
@@ -73,6 +75,7 @@ def save_policy_checkpoint(
             "pipeline": layout.pipeline,
             "data": layout.data,
             "optimizer_sharding": OPTIMIZER_SHARDING["distrib_optim_sharding_type"],
+            "distributed_optimizer": uses_distributed_optimizer(optimizer),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
         }
         (staging / MARKER).write_text(json.dumps(info, indent=2) + "\n")
@@ -116,6 +119,35 @@ def read_checkpoint_info(path: str | Path) -> dict[str, Any]:
     return json.loads(marker.read_text())  # type: ignore[no-any-return]
 
 
+def uses_distributed_optimizer(optimizer: Any) -> bool:
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    return any(isinstance(sub, DistributedOptimizer) for sub in getattr(optimizer, "chained_optimizers", [optimizer]))
+
+
+def optimizer_unloadable(info: dict[str, Any], layout: Layout, distributed: bool) -> str | None:
+    """Why the optimizer state saved with `info` cannot load into this run's optimizer (None when it can).
+
+    The distributed optimizer reshards only over DP, and its state has another structure than the plain
+    optimizer's (Megatron fails on it with a bare KeyError). Checkpoints from before the optimizer kind was
+    recorded are assumed to match.
+    """
+    if (info["tensor"], info["pipeline"]) != (layout.tensor, layout.pipeline):
+        return (
+            f"it holds optimizer state for TP={info['tensor']} PP={info['pipeline']} and this run is "
+            f"TP={layout.tensor} PP={layout.pipeline}; the distributed optimizer reshards only over DP: resume "
+            "with the saved TP and PP"
+        )
+    saved = info.get("distributed_optimizer")
+    if saved is not None and bool(saved) != distributed:
+        return (
+            f"it was saved with policy.optimizer.use_distributed_optimizer={str(bool(saved)).lower()} and this run "
+            f"has {str(distributed).lower()}: resume with policy.optimizer.use_distributed_optimizer="
+            f"{str(bool(saved)).lower()}"
+        )
+    return None
+
+
 def load_policy_checkpoint(
     path: str | Path,
     chunks: list[Any],
@@ -129,16 +161,14 @@ def load_policy_checkpoint(
     from megatron.core.utils import unwrap_model
 
     info = read_checkpoint_info(path)
-    same_model_split = (info["tensor"], info["pipeline"]) == (layout.tensor, layout.pipeline)
-    if load_optimizer and not same_model_split:
-        raise RuntimeError(
-            f"{path} holds optimizer state for TP={info['tensor']} PP={info['pipeline']}; this run is "
-            f"TP={layout.tensor} PP={layout.pipeline}. The distributed optimizer reshards only over DP: resume "
-            "with the saved TP and PP, or load the model only (load_optimizer=False)"
-        )
-    with_optimizer = optimizer is not None and (load_optimizer or (load_optimizer is None and same_model_split))
+    unloadable = (
+        None if optimizer is None else optimizer_unloadable(info, layout, uses_distributed_optimizer(optimizer))
+    )
+    if load_optimizer and unloadable:
+        raise RuntimeError(f"cannot restore the optimizer state of {path}: {unloadable}, or load the model only")
+    with_optimizer = optimizer is not None and load_optimizer is not False and not unloadable
     if optimizer is not None and not with_optimizer:
-        logger.warning("loading the model only from %s: %s", path, "optimizer state not requested or other TP/PP")
+        logger.warning("loading the model only from %s: %s", path, unloadable or "optimizer state not requested")
     sharded = _sharded_state(chunks, optimizer if with_optimizer else None, is_loading=True)
     with torch.no_grad():
         state = dist_checkpointing.load(sharded, str(path))

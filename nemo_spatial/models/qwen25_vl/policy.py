@@ -175,10 +175,10 @@ class MegatronPolicy:
                 "truncate the responses or raise policy.max_seq_length"
             )
         data = self.layout.data
-        if batch.batch_size % (data * self.cfg.micro_batch_size) != 0:
+        if batch.batch_size % self.sample_multiple != 0:
             raise ValueError(
                 f"a batch of {batch.batch_size} samples does not split into DP={data} ranks x micro_batch_size="
-                f"{self.cfg.micro_batch_size}; pass a multiple of {data * self.cfg.micro_batch_size} samples"
+                f"{self.cfg.micro_batch_size}; pass a multiple of {self.sample_multiple} samples"
             )
         offset = self.state.data_rank * (batch.batch_size // data)
         local = batch.shard(self.state.data_rank, data)
@@ -186,6 +186,11 @@ class MegatronPolicy:
         for mb in micro_batches:
             mb.rows = mb.rows + offset
         return micro_batches
+
+    @property
+    def sample_multiple(self) -> int:
+        """Every batch must hold a multiple of this many samples: DP ranks x micro-batch size."""
+        return self.layout.data * self.cfg.micro_batch_size
 
     @property
     def _length_multiple(self) -> int:
