@@ -13,6 +13,7 @@ from nemo_spatial.algorithms.aggregation import LOSS_AGGREGATIONS
 from nemo_spatial.algorithms.kl import KL_ESTIMATORS
 from nemo_spatial.algorithms.policy_loss import POLICY_LOSSES
 from nemo_spatial.algorithms.registry import Registry
+from nemo_spatial.errors import ConfigError
 
 
 @dataclass
@@ -35,19 +36,19 @@ class AlgorithmConfig:
         _check_name("loss_aggregation", self.loss_aggregation, LOSS_AGGREGATIONS)
         _check_name("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
         if not 0 <= self.clip_low < 1:
-            raise _config_error(f"algorithm.clip_low={self.clip_low} must be in [0, 1) (upstream 0.2)")
+            raise ConfigError(f"algorithm.clip_low={self.clip_low} must be in [0, 1) (upstream 0.2)")
         if self.clip_high < 0:
-            raise _config_error(f"algorithm.clip_high={self.clip_high} must be >= 0 (upstream 0.3)")
+            raise ConfigError(f"algorithm.clip_high={self.clip_high} must be >= 0 (upstream 0.3)")
         if self.dual_clip is not None and self.dual_clip <= 1:
-            raise _config_error(
+            raise ConfigError(
                 f"algorithm.dual_clip={self.dual_clip} must be > 1 (upstream 3.0), or null to disable the dual clip"
             )
         if self.kl_coef < 0:
-            raise _config_error(f"algorithm.kl_coef={self.kl_coef} must be >= 0 (upstream 0.01; 0 disables the KL)")
+            raise ConfigError(f"algorithm.kl_coef={self.kl_coef} must be >= 0 (upstream 0.01; 0 disables the KL)")
         if self.tis_cap < 1:
-            raise _config_error(f"algorithm.tis_cap={self.tis_cap} must be >= 1 (a cap below 1 shrinks every token)")
+            raise ConfigError(f"algorithm.tis_cap={self.tis_cap} must be >= 1 (a cap below 1 shrinks every token)")
         if self.loss_aggregation == "seq-mean-token-sum-norm" and not (self.loss_norm_length or 0) > 0:
-            raise _config_error(
+            raise ConfigError(
                 f"algorithm.loss_aggregation=seq-mean-token-sum-norm needs algorithm.loss_norm_length > 0 "
                 f"(the fixed response length), got {self.loss_norm_length}"
             )
@@ -55,11 +56,4 @@ class AlgorithmConfig:
 
 def _check_name(key: str, value: str, registry: Registry) -> None:
     if value not in registry:
-        raise _config_error(f"algorithm.{key}={value!r} is not known; use one of: {', '.join(registry.names())}")
-
-
-def _config_error(message: str) -> Exception:
-    # Imported here, not at module top: nemo_spatial.config imports this module to build the root Config.
-    from nemo_spatial.config import ConfigError
-
-    return ConfigError(message)
+        raise ConfigError(f"algorithm.{key}={value!r} is not known; use one of: {', '.join(registry.names())}")

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nemo_spatial.errors import ConfigError
+
 PROMPT_FORMATS = ("spatialthinker", "r1v")
 OVERLONG_POLICIES = ("filter", "truncate", "error")
 START_METHODS = ("forkserver", "spawn", "fork")
@@ -52,40 +54,37 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.prompt_format not in PROMPT_FORMATS:
-            raise _error(
+            raise ConfigError(
                 f"data.prompt_format={self.prompt_format!r} is not known; use one of: {', '.join(PROMPT_FORMATS)}"
             )
         if self.overlong not in OVERLONG_POLICIES:
-            raise _error(f"data.overlong={self.overlong!r} is not known; use one of: {', '.join(OVERLONG_POLICIES)}")
+            raise ConfigError(
+                f"data.overlong={self.overlong!r} is not known; use one of: {', '.join(OVERLONG_POLICIES)}"
+            )
         for key in ("train_files", "prompt_key", "answer_key", "image_key", "problem_key"):
             if not getattr(self, key):
-                raise _error(f"data.{key} must not be empty")
+                raise ConfigError(f"data.{key} must not be empty")
         if self.prompt_format == "r1v" and self.prompt_key == "problem" and not self.format_prompt:
-            raise _error(
+            raise ConfigError(
                 "data.prompt_format=r1v puts its own instruction before the prompt, but data.prompt_key=problem "
                 "already holds SpatialThinker's instruction; set data.prompt_key=question_with_options and "
                 "data.answer_key=answer_option_text_only (upstream's vanilla-GRPO baseline)"
             )
         if not 0 < self.min_pixels <= self.max_pixels:
-            raise _error(
+            raise ConfigError(
                 f"data.min_pixels={self.min_pixels} and data.max_pixels={self.max_pixels} need 0 < min <= max "
                 "(upstream 262144 and 4194304)"
             )
         if self.max_prompt_length <= 0:
-            raise _error(f"data.max_prompt_length={self.max_prompt_length} must be > 0 (upstream 6144)")
+            raise ConfigError(f"data.max_prompt_length={self.max_prompt_length} must be > 0 (upstream 6144)")
         if self.num_workers < 0:
-            raise _error(f"data.num_workers={self.num_workers} must be >= 0 (0 processes images in the trainer)")
+            raise ConfigError(f"data.num_workers={self.num_workers} must be >= 0 (0 processes images in the trainer)")
         if self.worker_start_method not in START_METHODS:
-            raise _error(
+            raise ConfigError(
                 f"data.worker_start_method={self.worker_start_method!r} is not known; use one of: "
                 f"{', '.join(START_METHODS)}"
             )
         if self.prefetch_samples < 1:
-            raise _error(f"data.prefetch_samples={self.prefetch_samples} must be >= 1 (upstream prompts per step: 512)")
-
-
-def _error(message: str) -> Exception:
-    # Imported here: nemo_spatial.config imports this module to build the root Config.
-    from nemo_spatial.config import ConfigError
-
-    return ConfigError(message)
+            raise ConfigError(
+                f"data.prefetch_samples={self.prefetch_samples} must be >= 1 (upstream prompts per step: 512)"
+            )

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from nemo_spatial.errors import ConfigError
+
 MODES = ("server", "inprocess")
 TRANSPORTS = ("shm", "nccl")
 DTYPES = ("bfloat16", "float16", "float32", "auto")
@@ -35,15 +37,15 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         if self.n < 1:
-            raise _config_error(f"sampling n={self.n} must be >= 1 (samples per prompt; GRPO uses the group of n)")
+            raise ConfigError(f"sampling n={self.n} must be >= 1 (samples per prompt; GRPO uses the group of n)")
         if self.temperature < 0:
-            raise _config_error(f"sampling temperature={self.temperature} must be >= 0 (0 is greedy)")
+            raise ConfigError(f"sampling temperature={self.temperature} must be >= 0 (0 is greedy)")
         if not 0 < self.top_p <= 1:
-            raise _config_error(f"sampling top_p={self.top_p} must be in (0, 1]; 1.0 disables nucleus sampling")
+            raise ConfigError(f"sampling top_p={self.top_p} must be in (0, 1]; 1.0 disables nucleus sampling")
         if self.top_k == 0 or self.top_k < -1:
-            raise _config_error(f"sampling top_k={self.top_k} must be -1 (off) or >= 1")
+            raise ConfigError(f"sampling top_k={self.top_k} must be -1 (off) or >= 1")
         if self.max_tokens < 1:
-            raise _config_error(f"sampling max_tokens={self.max_tokens} must be >= 1")
+            raise ConfigError(f"sampling max_tokens={self.max_tokens} must be >= 1")
 
 
 @dataclass
@@ -83,43 +85,41 @@ class GenerationConfig:
         _check_choice("generation.on_server_death", self.on_server_death, ON_SERVER_DEATH)
         _check_choice("generation.logprobs_mode", self.logprobs_mode, LOGPROBS_MODES)
         if self.mode == "inprocess" and self.url:
-            raise _config_error(
+            raise ConfigError(
                 f"generation.url={self.url!r} is set but generation.mode=inprocess builds its own engine; "
                 "use mode=server to talk to a running server, or clear the url"
             )
         if self.url and not self.url.startswith(("http://", "https://")):
-            raise _config_error(f"generation.url={self.url!r} must start with http:// or https://")
+            raise ConfigError(f"generation.url={self.url!r} must start with http:// or https://")
         if self.bucket_mb < 1:
-            raise _config_error(f"generation.bucket_mb={self.bucket_mb} must be >= 1 (MiB staged per weight bucket)")
+            raise ConfigError(f"generation.bucket_mb={self.bucket_mb} must be >= 1 (MiB staged per weight bucket)")
         if not 0 <= self.port < 65536 or not 0 <= self.nccl_master_port < 65536:
-            raise _config_error(
-                "generation.port and generation.nccl_master_port must be in [0, 65535] (0: a free port)"
-            )
+            raise ConfigError("generation.port and generation.nccl_master_port must be in [0, 65535] (0: a free port)")
         if self.max_model_len < 16:
-            raise _config_error(f"generation.max_model_len={self.max_model_len} must be >= 16")
+            raise ConfigError(f"generation.max_model_len={self.max_model_len} must be >= 16")
         if not 0 < self.gpu_memory_utilization <= 1:
-            raise _config_error(f"generation.gpu_memory_utilization={self.gpu_memory_utilization} must be in (0, 1]")
+            raise ConfigError(f"generation.gpu_memory_utilization={self.gpu_memory_utilization} must be in (0, 1]")
         if self.kv_cache_gb < 0:
-            raise _config_error(f"generation.kv_cache_gb={self.kv_cache_gb} must be >= 0 (0: the engine's default)")
+            raise ConfigError(f"generation.kv_cache_gb={self.kv_cache_gb} must be >= 0 (0: the engine's default)")
         if self.tensor_parallel_size < 1:
-            raise _config_error(f"generation.tensor_parallel_size={self.tensor_parallel_size} must be >= 1")
+            raise ConfigError(f"generation.tensor_parallel_size={self.tensor_parallel_size} must be >= 1")
         if self.max_restarts < 0:
-            raise _config_error(f"generation.max_restarts={self.max_restarts} must be >= 0")
+            raise ConfigError(f"generation.max_restarts={self.max_restarts} must be >= 0")
         for name in ("startup_timeout_s", "request_timeout_s", "health_timeout_s"):
             if getattr(self, name) <= 0:
-                raise _config_error(f"generation.{name}={getattr(self, name)} must be > 0 seconds")
+                raise ConfigError(f"generation.{name}={getattr(self, name)} must be > 0 seconds")
         if self.on_server_death == "restart" and self.url:
-            raise _config_error(
+            raise ConfigError(
                 "generation.on_server_death=restart needs a server this process spawned; with generation.url set, "
                 "the server belongs to someone else: use on_server_death=stop, or clear the url"
             )
         if self.transport == "nccl" and self.mode == "inprocess":
-            raise _config_error(
+            raise ConfigError(
                 "generation.transport=nccl is for a server on other hosts; an in-process engine shares this host, "
                 "so use transport=shm"
             )
         if self.sampling.max_tokens >= self.max_model_len:
-            raise _config_error(
+            raise ConfigError(
                 f"generation.sampling.max_tokens={self.sampling.max_tokens} leaves no room for the prompt within "
                 f"generation.max_model_len={self.max_model_len}; raise max_model_len or lower max_tokens"
             )
@@ -129,16 +129,9 @@ class GenerationConfig:
         return self.bucket_mb * 1024 * 1024
 
 
-def _config_error(message: str) -> Exception:
-    # Imported here: nemo_spatial.config imports this module to build the root Config.
-    from nemo_spatial.config import ConfigError
-
-    return ConfigError(message)
-
-
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise _config_error(f"{key}={value!r} is not valid; use one of: {', '.join(choices)}")
+        raise ConfigError(f"{key}={value!r} is not valid; use one of: {', '.join(choices)}")
 
 
 def check_nccl_available() -> None:
@@ -146,7 +139,7 @@ def check_nccl_available() -> None:
     import torch
 
     if not torch.cuda.is_available():
-        raise _config_error(
+        raise ConfigError(
             "generation.transport=nccl needs CUDA GPUs on the trainer and the vLLM workers; none is visible here. "
             "Use generation.transport=shm (one host, CPU or GPU)"
         )

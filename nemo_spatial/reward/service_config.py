@@ -15,16 +15,11 @@ import ipaddress
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from nemo_spatial.errors import ConfigError
+
 MODES = ("local", "remote")
 DEFAULT_PORT = 5555  # NeMo-Aligner's remote reward model default
 MODEL_NAME = "reward_model"
-
-
-def _config_error(message: str) -> Exception:
-    # Imported here: nemo_spatial.config imports this module, so a top-level import would be circular.
-    from nemo_spatial.config import ConfigError
-
-    return ConfigError(message)
 
 
 @dataclass
@@ -43,15 +38,15 @@ class RewardServerConfig:
     def __post_init__(self) -> None:
         _check_port("reward_service.server.port", self.port)
         if self.workers < 0:
-            raise _config_error(f"reward_service.server.workers={self.workers} must be >= 0 (0 = one per core)")
+            raise ConfigError(f"reward_service.server.workers={self.workers} must be >= 0 (0 = one per core)")
         if self.chunk_size < 1:
-            raise _config_error(f"reward_service.server.chunk_size={self.chunk_size} must be >= 1")
+            raise ConfigError(f"reward_service.server.chunk_size={self.chunk_size} must be >= 1")
         if self.max_batch_size < 1:
-            raise _config_error(f"reward_service.server.max_batch_size={self.max_batch_size} must be >= 1")
+            raise ConfigError(f"reward_service.server.max_batch_size={self.max_batch_size} must be >= 1")
         if not 0 < self.max_request_mb <= 4096:
-            raise _config_error(f"reward_service.server.max_request_mb={self.max_request_mb} must be in (0, 4096]")
+            raise ConfigError(f"reward_service.server.max_request_mb={self.max_request_mb} must be in (0, 4096]")
         if self.graceful_timeout_s <= 0:
-            raise _config_error(f"reward_service.server.graceful_timeout_s={self.graceful_timeout_s} must be > 0")
+            raise ConfigError(f"reward_service.server.graceful_timeout_s={self.graceful_timeout_s} must be > 0")
 
     @property
     def max_request_bytes(self) -> int:
@@ -81,21 +76,21 @@ class RewardServiceConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise _config_error(f"reward_service.mode={self.mode!r} is not a mode; use one of: {', '.join(MODES)}")
+            raise ConfigError(f"reward_service.mode={self.mode!r} is not a mode; use one of: {', '.join(MODES)}")
         parse_url(self.url)
         if not self.model_name or "/" in self.model_name:
-            raise _config_error(f"reward_service.model_name={self.model_name!r} must be a non-empty name without '/'")
+            raise ConfigError(f"reward_service.model_name={self.model_name!r} must be a non-empty name without '/'")
         for name in ("timeout_s", "connect_timeout_s", "backoff_max_s"):
             if getattr(self, name) <= 0:
-                raise _config_error(f"reward_service.{name}={getattr(self, name)} must be > 0")
+                raise ConfigError(f"reward_service.{name}={getattr(self, name)} must be > 0")
         if self.backoff_s < 0:
-            raise _config_error(f"reward_service.backoff_s={self.backoff_s} must be >= 0")
+            raise ConfigError(f"reward_service.backoff_s={self.backoff_s} must be >= 0")
         if not 0 <= self.retries <= 20:
-            raise _config_error(f"reward_service.retries={self.retries} must be in [0, 20]")
+            raise ConfigError(f"reward_service.retries={self.retries} must be in [0, 20]")
         if self.batch_size < 1:
-            raise _config_error(f"reward_service.batch_size={self.batch_size} must be >= 1")
+            raise ConfigError(f"reward_service.batch_size={self.batch_size} must be >= 1")
         if self.max_in_flight < 1:
-            raise _config_error(f"reward_service.max_in_flight={self.max_in_flight} must be >= 1")
+            raise ConfigError(f"reward_service.max_in_flight={self.max_in_flight} must be >= 1")
 
 
 def parse_url(url: str) -> tuple[str, str, int]:
@@ -104,11 +99,11 @@ def parse_url(url: str) -> tuple[str, str, int]:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as error:
-        raise _config_error(f"reward_service.url={url!r} is not a URL ({error}); e.g. http://127.0.0.1:5555") from None
+        raise ConfigError(f"reward_service.url={url!r} is not a URL ({error}); e.g. http://127.0.0.1:5555") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _config_error(f"reward_service.url={url!r} must look like http://HOST:PORT, e.g. http://127.0.0.1:5555")
+        raise ConfigError(f"reward_service.url={url!r} must look like http://HOST:PORT, e.g. http://127.0.0.1:5555")
     if parts.path not in ("", "/") or parts.query:
-        raise _config_error(f"reward_service.url={url!r} must not have a path; the v2 routes are fixed (/v2/...)")
+        raise ConfigError(f"reward_service.url={url!r} must not have a path; the v2 routes are fixed (/v2/...)")
     default = 443 if parts.scheme == "https" else 80
     return parts.scheme, parts.hostname, port if port is not None else default
 
@@ -124,4 +119,4 @@ def is_loopback_host(host: str) -> bool:
 
 def _check_port(key: str, port: int) -> None:
     if not 1 <= port <= 65535:
-        raise _config_error(f"{key}={port} must be a TCP port in [1, 65535]")
+        raise ConfigError(f"{key}={port} must be a TCP port in [1, 65535]")
