@@ -26,7 +26,16 @@ LABELS = ["man", "bike", "car", "dog", "tree", "chair", "table", "cup", "fire_hy
 PROBLEM = "<image>...\nImage size: (640 x 480)\nNow answer the following question:\nQ. ...\n(A) left\n(B) right"
 
 
-def make_case(rng: random.Random) -> RewardSample:
+def make_group(rng: random.Random, n: int) -> list[RewardSample]:
+    """n responses to one prompt (one ground truth), as a GRPO rollout group."""
+    first = make_case(rng)
+    return [first, *(make_case(rng, first.ground_truth) for _ in range(n - 1))]
+
+
+def make_case(rng: random.Random, ground_truth: str | None = None) -> RewardSample:
+    if ground_truth is not None:  # another response to the same prompt: reuse its objects
+        scene = json.loads(ground_truth.split("<scene>")[1].split("</scene>")[0])
+        return _response(rng, scene["objects"], scene["relationships"], ground_truth)
     n_objects = rng.randint(2, 6)
     objects = []
     for i, label in enumerate(rng.sample(LABELS, n_objects)):
@@ -37,6 +46,11 @@ def make_case(rng: random.Random) -> RewardSample:
         for j in range(1, min(n_objects, rng.randint(1, 4)))
     ]
     gt = f"<scene>{json.dumps({'objects': objects, 'relationships': relations})}</scene>\n<answer>(A) left</answer>"
+    return _response(rng, objects, relations, gt)
+
+
+def _response(rng: random.Random, objects: list[dict], relations: list[dict], gt: str) -> RewardSample:
+    n_objects = len(objects)
     pred_objects = [
         {"id": o["id"], "bbox": [v + rng.randint(-15, 15) for v in o["bbox"]]} for o in objects if rng.random() < 0.85
     ]
@@ -62,27 +76,32 @@ def rate(fn: Callable[[RewardSample], object], cases: list[RewardSample]) -> flo
     return len(cases) / (time.perf_counter() - start)
 
 
+def _throughput(scorer: RewardScorer, samples: list[RewardSample], label: str) -> None:
+    """One pass over `samples` (the ground-truth cache cleared first), in responses per second."""
+    scorer.score_batch(samples[:200])  # warm imports
+    st.parse_ground_truth.cache_clear()
+    start, cpu_start = time.perf_counter(), time.process_time()
+    batch = scorer.score_batch(samples)
+    per_s = len(samples) / (time.perf_counter() - start)
+    per_cpu_s = len(samples) / (time.process_time() - cpu_start)
+    mean = sum(batch.column("overall")) / len(samples)
+    print(f"  {label:34s} {per_s:8,.0f} responses/s wall, {per_cpu_s:8,.0f} per CPU-second  (mean {mean:.3f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--group", type=int, default=8, help="responses per prompt (upstream rollout n=8)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     cases = [make_case(rng) for _ in range(args.n)]
+    grouped = [case for _ in range(args.n // args.group) for case in make_group(rng, args.group)]
     sim = TrigramSimilarity()
     print(f"{args.n} responses of realistic shape, one process, trigram similarity")
-    for preset in ("spatialthinker", "r1v"):
-        scorer = RewardScorer(preset, sim)
-        scorer.score_batch(cases[:200])  # warm caches and imports
-        start, cpu_start = time.perf_counter(), time.process_time()
-        batch = scorer.score_batch(cases)
-        per_s = args.n / (time.perf_counter() - start)
-        per_cpu_s = args.n / (time.process_time() - cpu_start)
-        mean = sum(batch.column("overall")) / args.n
-        print(
-            f"  {preset:15s} {per_s:10,.0f} responses/s wall, {per_cpu_s:10,.0f} per CPU-second"
-            f"  (mean overall {mean:.3f})"
-        )
+    for label, samples in ((f"groups of {args.group}", grouped), ("all distinct", cases)):
+        for preset in ("spatialthinker", "r1v"):
+            _throughput(RewardScorer(preset, sim), samples, f"{preset} ({label})")
 
     formatted = [c for c in cases if st.format_reward(c.response) == 1.0]
     spatial_cases = [c for c in formatted if extract_answer(c.response).lower() == "(a) left"]

@@ -170,6 +170,8 @@ def _phase(name: str, parallel: dict[str, Any], model_dir: str, tensors: dict, c
     started = time.perf_counter()
     policy = _policy(model_dir, parallel, micro_batch_size=2)
     out: dict[str, Any] = {"init_seconds": time.perf_counter() - started}
+    out["decay_groups"] = sorted({(g["wd_mult"], g["weight_decay"]) for g in policy.optimizer.param_groups})
+    out["decayed_params"] = sum(len(g["params"]) for g in policy.optimizer.param_groups if g["weight_decay"] > 0)
     out["initial_weights"] = dict(policy.named_hf_weights()) if name == "tp2" else None
     out["logprobs"], out["entropy"] = policy.compute_logprobs(batch)
     if name == "tp2":

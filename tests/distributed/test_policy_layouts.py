@@ -118,6 +118,14 @@ def test_non_finite_gradient_norm_skips_the_step(runs: dict) -> None:
     assert record["nan_changed"] == []
 
 
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_every_parameter_decays_as_upstream(runs: dict, layout: str) -> None:
+    # Upstream's torch AdamW decays biases and norm weights too; Megatron-LM's default would exempt them.
+    record = runs[layout]
+    assert record["decay_groups"] == [(1.0, 0.01)]
+    assert record["decayed_params"] > 0
+
+
 def test_interrupted_save_keeps_the_previous_checkpoint(runs: dict) -> None:
     # The crashed save left its staging directory; the checkpoint it was replacing is intact (the resume
     # test loads it after the crash and reproduces the original step exactly).

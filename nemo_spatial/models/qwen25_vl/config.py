@@ -35,6 +35,9 @@ class OptimizerConfig:
     lr_warmup_steps: int = 0
     lr_decay_steps: int = 0  # steps over which linear/cosine decay to min_lr; 0 = constant after warm-up
     use_distributed_optimizer: bool = True  # shard Adam states over data-parallel ranks (ZeRO-1)
+    # Upstream (torch AdamW over model.parameters()) decays every parameter; Megatron-LM's default exempts
+    # biases and 1-D (norm) weights. True keeps upstream's behaviour.
+    decay_biases_and_norms: bool = True
 
     def __post_init__(self) -> None:
         if not self.lr > 0:

@@ -56,7 +56,9 @@ def build_optimizer(cfg: OptimizerConfig, chunks: list[Any], model_config: Any) 
         params_dtype=model_config.params_dtype,
         use_distributed_optimizer=cfg.use_distributed_optimizer,
     )
-    optimizer = get_megatron_optimizer(megatron_cfg, chunks)
+    # {} = no per-group overrides: every parameter decays, as upstream; None = Megatron's exemptions.
+    overrides: dict[Any, Any] | None = {} if cfg.decay_biases_and_norms else None
+    optimizer = get_megatron_optimizer(megatron_cfg, chunks, config_overrides=overrides)
     _create_adam_states(optimizer)
     decay_steps = cfg.lr_decay_steps if cfg.lr_schedule != "constant" else cfg.lr_warmup_steps + 1
     scheduler = OptimizerParamScheduler(

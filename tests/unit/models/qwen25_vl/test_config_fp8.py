@@ -12,6 +12,7 @@ from nemo_spatial.models.qwen25_vl.fp8 import check_fp8_supported, fp8_fields, r
 def test_defaults_are_the_upstream_recipe() -> None:
     cfg = load_config(None, []).policy
     assert (cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.optimizer.clip_grad) == (1e-6, 0.01, 1.0)
+    assert cfg.optimizer.decay_biases_and_norms  # upstream decays every parameter
     assert (cfg.optimizer.adam_beta1, cfg.optimizer.adam_beta2, cfg.optimizer.lr_schedule) == (0.9, 0.999, "constant")
     assert not cfg.freeze_vision_model and not cfg.fp8.enabled and cfg.reference == "cpu"
 
