@@ -40,6 +40,13 @@ def mciou_matrix(gt_boxes: Sequence[Box], pred_boxes: Sequence[Box]) -> np.ndarr
     return _mciou_numpy(gt_boxes, pred_boxes)
 
 
+def mciou_rows(gt_boxes: Sequence[Box], pred_boxes: Sequence[Box]) -> list[list[float]]:
+    """`mciou_matrix` as nested lists of Python floats (the reward's hot path reads it element by element)."""
+    if gt_boxes and pred_boxes and len(gt_boxes) * len(pred_boxes) <= SCALAR_PAIRS:
+        return _mciou_scalar_rows(gt_boxes, pred_boxes)
+    return mciou_matrix(gt_boxes, pred_boxes).tolist()  # type: ignore[no-any-return]
+
+
 def _mciou_numpy(gt_boxes: Sequence[Box], pred_boxes: Sequence[Box]) -> np.ndarray:
     with np.errstate(all="ignore"):
         a = np.asarray(gt_boxes, dtype=np.float64)[None, :, :]  # (1, G, 4)
@@ -81,12 +88,15 @@ def _mciou(a: np.ndarray, b: np.ndarray, angle_a: np.ndarray, angle_b: np.ndarra
 
 
 def _mciou_scalar(gt_boxes: Sequence[Box], pred_boxes: Sequence[Box]) -> np.ndarray:
+    return np.array(_mciou_scalar_rows(gt_boxes, pred_boxes), dtype=np.float64)
+
+
+def _mciou_scalar_rows(gt_boxes: Sequence[Box], pred_boxes: Sequence[Box]) -> list[list[float]]:
     gt_angles, pred_angles = _aspect_angles(gt_boxes).tolist(), _aspect_angles(pred_boxes).tolist()
-    rows = [
+    return [
         [_mciou_pair(a, b, angle_a, angle_b) for a, angle_a in zip(gt_boxes, gt_angles, strict=True)]
         for b, angle_b in zip(pred_boxes, pred_angles, strict=True)
     ]
-    return np.array(rows, dtype=np.float64)
 
 
 def _mciou_pair(a: Box, b: Box, angle_a: float, angle_b: float) -> float:
