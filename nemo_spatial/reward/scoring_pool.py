@@ -120,7 +120,7 @@ class ScoringPool:
     @property
     def worker_pids(self) -> list[int]:
         """The scoring processes running now (a replaced pool starts its processes as work arrives)."""
-        return sorted(getattr(self._executor, "_processes", None) or {})
+        return sorted(_worker_processes(self._executor))
 
     @property
     def broken(self) -> bool:
@@ -246,9 +246,14 @@ class ScoringPool:
         self._pending.clear()
         if self._executor is not None:
             executor, self._executor = self._executor, None
-            processes = list((getattr(executor, "_processes", None) or {}).values())
+            processes = list(_worker_processes(executor).values())
             executor.shutdown(wait=False, cancel_futures=True)
             await asyncio.to_thread(_stop_processes, processes, grace_s)
+
+
+def _worker_processes(executor: ProcessPoolExecutor | None) -> dict[int, multiprocessing.process.BaseProcess]:
+    """pid -> process of the executor's workers (CPython keeps them in a private dict; None before any start)."""
+    return getattr(executor, "_processes", None) or {}
 
 
 def _stop_processes(processes: list[multiprocessing.process.BaseProcess], grace_s: float) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from nemo_spatial.models.qwen25_vl.optimizer import sub_optimizers
 from nemo_spatial.parallel.layout import Layout
 
 MARKER = "nemo_spatial_policy.json"
@@ -101,7 +102,7 @@ def _restore_adam_step_counters(optimizer: Any, step: int) -> None:
     would advance it once per parameter and skew AdamW's bias correction. Every completed policy step is one
     optimizer step, so the saved policy step is the count.
     """
-    for sub in getattr(optimizer, "chained_optimizers", [optimizer]):
+    for sub in sub_optimizers(optimizer):
         inner = getattr(sub, "optimizer", None)
         if isinstance(inner, torch.optim.AdamW | torch.optim.Adam):
             for state in inner.state.values():
@@ -122,15 +123,16 @@ def read_checkpoint_info(path: str | Path) -> dict[str, Any]:
 def uses_distributed_optimizer(optimizer: Any) -> bool:
     from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
 
-    return any(isinstance(sub, DistributedOptimizer) for sub in getattr(optimizer, "chained_optimizers", [optimizer]))
+    return any(isinstance(sub, DistributedOptimizer) for sub in sub_optimizers(optimizer))
 
 
 def optimizer_unloadable(info: dict[str, Any], layout: Layout, distributed: bool) -> str | None:
     """Why the optimizer state saved with `info` cannot load into this run's optimizer (None when it can).
 
     The distributed optimizer reshards only over DP, and its state has another structure than the plain
-    optimizer's (Megatron fails on it with a bare KeyError). Checkpoints from before the optimizer kind was
-    recorded are assumed to match.
+    optimizer's (torch's checkpoint reader fails on it: a CheckpointException wrapping a KeyError about a
+    missing `optimizer.state...` key). Checkpoints from before the optimizer kind was recorded are assumed to
+    match.
     """
     if (info["tensor"], info["pipeline"]) != (layout.tensor, layout.pipeline):
         return (

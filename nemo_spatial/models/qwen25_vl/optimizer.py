@@ -77,13 +77,18 @@ def build_optimizer(cfg: OptimizerConfig, chunks: list[Any], model_config: Any) 
     return optimizer, scheduler
 
 
+def sub_optimizers(optimizer: Any) -> list[Any]:
+    """The Megatron optimizers inside `optimizer`: a ChainedOptimizer's parts, or the optimizer itself."""
+    return list(getattr(optimizer, "chained_optimizers", [optimizer]))
+
+
 def _create_adam_states(optimizer: Any) -> None:
     """Allocate AdamW's zero moments and step counter now rather than at the first step.
 
     A fresh state and an all-zero state give the same first step, but only the latter can be checkpointed:
     Megatron's distributed optimizer cannot save an optimizer that has never stepped (it reads the step count).
     """
-    for sub in getattr(optimizer, "chained_optimizers", [optimizer]):
+    for sub in sub_optimizers(optimizer):
         inner = getattr(sub, "optimizer", None)
         if inner is None:
             continue
