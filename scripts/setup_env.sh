@@ -35,8 +35,11 @@ rm -rf "$VENV"
 "$python" -m venv "$VENV"
 # The machine's find-links folder holds a cp311-only torch; keep pip on the index for this install.
 export PIP_FIND_LINKS= PIP_DISABLE_PIP_VERSION_CHECK=1
-"$VENV/bin/pip" install -q -r requirements/stack.lock
-"$VENV/bin/pip" install -q --no-deps -r requirements/nodeps.txt
-"$VENV/bin/pip" install -q --no-deps --no-build-isolation -e .
+# Some machines list local package mirrors that hold none of these packages; pip then warns once per package
+# and location (hundreds of lines that bury the log). Drop exactly those warnings; every other line stays.
+quiet_missing_mirrors() { grep -v "is ignored: it is neither a file nor a directory" >&2 || true; }
+"$VENV/bin/pip" install -q -r requirements/stack.lock 2> >(quiet_missing_mirrors)
+"$VENV/bin/pip" install -q --no-deps -r requirements/nodeps.txt 2> >(quiet_missing_mirrors)
+"$VENV/bin/pip" install -q --no-deps --no-build-isolation -e . 2> >(quiet_missing_mirrors)
 echo "$want" > "$STAMP"
 echo "environment ready in $(( $(date +%s) - start )) s, $(du -sh "$VENV" | cut -f1)"
