@@ -32,7 +32,8 @@ class DataConfig:
     answer_key: str = "answer_option_text"  # the reward's ground truth
     image_key: str = "images"
     problem_key: str = "problem"  # the column the reward reads `Image size: (W x H)` from
-    # spatialthinker: the prompt column as is (it holds the instruction); r1v: a short think/answer instruction first.
+    # spatialthinker: the prompt column as is (it holds the instruction);
+    # r1v: upstream baseline's think/answer instruction first.
     prompt_format: str = "spatialthinker"
     # Overrides the instruction put before the prompt column (upstream `data.format_prompt`): the prompt becomes
     # `format_prompt.strip() + " " + row[prompt_key]`. Empty: the prompt_format's default (none for spatialthinker).

@@ -8,9 +8,10 @@ What it computes:
   `<answer>`), one worked example (a man behind a bike, answer `(A) behind`), `Image size: (W x H)`, and
   "Now answer the following question:". The wording between those fixed pieces is ours (written from the
   description in upstream-facts.md); training on STVQA-7K uses the dataset's own `problem` text unchanged.
-- `R1V_INSTRUCTION`: a short think-then-answer instruction for the vanilla-GRPO baseline, ending in "Q." so that
-  upstream's joining rule (`format_prompt.strip() + " " + question_with_options`) gives "...\\nQ. <question>".
-  Paste upstream's exact FORMAT_PROMPT into `data.format_prompt` to reproduce its baseline prompt verbatim.
+- `R1V_INSTRUCTION`: the vanilla-GRPO baseline's instruction, word for word the `FORMAT_PROMPT` of upstream's
+  `scripts/qwen_2_5_{3b,7b}_stvqa_vanilla_grpo.sh` (an input of the experiment, like a hyperparameter; its
+  `{correct_option}` / `{correct_answer}` placeholders are literal text there too). Upstream's joining rule
+  (`format_prompt.strip() + " " + question_with_options`) gives "...\\n \\nQ. <question>".
 - `user_content(text)`: upstream's image placement: every `<image>` marker is removed, the text stripped, and
   the image put first: `[{"type": "image"}, {"type": "text", "text": " " + text}]`. The leading space is
   upstream's (it splits "<image> " + text on the marker) and is kept so prompts tokenize exactly as upstream.
@@ -56,9 +57,10 @@ Image size: ({W} x {H})
 Now answer the following question:"""
 
 R1V_INSTRUCTION = (
-    "<image> First think through the question step by step, then give the final answer. Put your reasoning "
-    "inside <think> </think> tags and only the final choice, its option letter and text, inside <answer> "
-    "</answer> tags, for example <answer> (B) behind </answer>.\nQ."
+    "<image> You FIRST think about the reasoning process as an internal monologue and then provide the final "
+    "answer.\nThe reasoning process MUST BE enclosed within <think> </think> tags. The final answer MUST BE put "
+    "within <answer> </answer> tags, and only return the final choice including the correct option and answer "
+    "within the answer tags, e.g., <answer> ({correct_option}) {correct_answer} </answer>.\n \nQ. "
 )
 
 

@@ -91,8 +91,9 @@ def test_image_goes_first_as_upstream() -> None:
 def test_r1v_prompt_follows_upstreams_joining_rule() -> None:
     text = prompt_text(QWO, R1V_INSTRUCTION)
     assert text == R1V_INSTRUCTION.strip() + " " + QWO
-    assert "<think> </think>" in text and "<answer> </answer>" in text and text.endswith("\nQ. " + QWO)
-    assert user_content(text)[1]["text"].startswith(" First think")  # the marker moved out, image first
+    assert "<think> </think>" in text and "<answer> </answer>" in text and text.endswith("\n \nQ. " + QWO)
+    assert user_content(text)[1]["text"].startswith(" You FIRST think")  # the marker moved out, image first
+    assert "e.g., <answer> ({correct_option}) {correct_answer} </answer>.\n \nQ. " + QWO in text  # upstream's text
     upstream_like = "<image> You FIRST think.\n \nQ. "  # any pasted format prompt is joined the same way
     assert prompt_text(QWO, upstream_like) == "<image> You FIRST think.\n \nQ. " + QWO
 
