@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 
 from nemo_spatial.algorithms import actor_loss, compute_advantages, prompt_group_ids, zero_variance_group_fraction
+from nemo_spatial.algorithms.loss import metric_reduction
 from nemo_spatial.checkpoint import (
     TrainerState,
     capture_rng_state,
@@ -112,10 +113,14 @@ class Trainer:
                     metrics.update(self.validate())
                 self.metrics.log(self.step, metrics)
                 finished = self.step == tc.total_steps
-                if flag.requested or finished or (tc.save_every and self.step % tc.save_every == 0):
+                # Every rank must take the same branch (the save is collective), and a signal may reach the
+                # ranks at different moments or only some of them: stop when any rank was asked to.
+                stop = any_rank(flag.requested)
+                if stop or finished or (tc.save_every and self.step % tc.save_every == 0):
                     self.save()
-                if flag.requested:
-                    logger.warning("stopped by %s after step %d; checkpoint saved", flag.signal_name, self.step)
+                if stop:
+                    reason = flag.signal_name or "a signal to another rank"
+                    logger.warning("stopped by %s after step %d; checkpoint saved", reason, self.step)
                     break
         finally:
             flag.uninstall()
@@ -176,7 +181,7 @@ class Trainer:
                     updates.append(self.policy.train_step(batch.select(rows), self._loss))
         with timer("sync"):
             sync = self._sync_weights()
-        metrics = {_prefixed("actor/", name): value for name, value in mean_metrics(updates).items()}
+        metrics = {_prefixed("actor/", name): value for name, value in combine_update_metrics(updates).items()}
         metrics.update(
             {
                 "advantage/mean": float(advantages.mean()),
@@ -344,6 +349,15 @@ def run_on_driver(work: Callable[[], Any], is_driver: bool) -> Any:
     return result
 
 
+def any_rank(value: bool) -> bool:
+    """True on every rank when `value` is true on at least one (a collective; plain `value` without one)."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return value
+    values: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return any(values)
+
+
 class PhaseTimer:
     """Wall time of named phases of a step: `with timer("generate"): ...`; `metrics()` -> timing/*_s."""
 
@@ -403,9 +417,11 @@ def response_metrics(rollouts: Sequence[Rollout]) -> dict[str, float]:
     }
 
 
-def mean_metrics(records: Sequence[dict[str, float]]) -> dict[str, float]:
-    keys = {key for record in records for key in record}
-    return {key: sum(r[key] for r in records if key in r) / sum(key in r for r in records) for key in sorted(keys)}
+def combine_update_metrics(records: Sequence[dict[str, float]]) -> dict[str, float]:
+    """One step's metrics from its optimizer updates' (each already global): maxima maxed, the rest averaged."""
+    keys = sorted({key for record in records for key in record})
+    values = {key: [r[key] for r in records if key in r] for key in keys}
+    return {key: max(vals) if metric_reduction(key) == "max" else sum(vals) / len(vals) for key, vals in values.items()}
 
 
 def _prefixed(prefix: str, name: str) -> str:

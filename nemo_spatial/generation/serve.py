@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 
 WORKER_EXTENSION = "nemo_spatial.generation.worker_extension.NemoWorkerExtension"
@@ -75,6 +76,10 @@ def main(argv: list[str] | None = None) -> None:
     import nemo_spatial.generation.worker_extension  # noqa: F401
     from nemo_spatial.generation.watchdog import watch_parent_from_env
 
+    # SLURM's early warning (`--signal=USR1@T`) reaches every process of the job step, this server too. It is
+    # the trainer's cue to finish its step and checkpoint, which needs this server until the trainer stops it;
+    # SIGUSR1's default action would end it at once. Ignoring it here covers vLLM's child processes as well.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     cli_env_setup()
     parser = make_arg_parser(FlexibleArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument(

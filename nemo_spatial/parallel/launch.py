@@ -7,13 +7,18 @@ Each process gets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR=127.0.0.1 and a free
 results in rank order. A worker's exception is re-raised here with the rank and its traceback. Processes are
 started with the "spawn" method (a fresh interpreter: no forked locks or CUDA state), so `worker` must be
 importable at module level and the calling script needs an `if __name__ == "__main__":` guard.
+SIGTERM and SIGUSR1 sent to this (parent) process are passed on to every worker, so that a local multi-process
+run checkpoints on them as a torchrun/srun one does (the trainer's preemption handling lives in the workers).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +45,37 @@ def spawn(
             "OMP_NUM_THREADS": str(threads),
             **(env or {}),
         }
-        mp.start_processes(
+        context = mp.start_processes(
             _run_worker,
             args=(worker, args, launch_env, threads, tmp),
             nprocs=nprocs,
-            join=True,
+            join=False,
             start_method="spawn",
         )
+        with forwarding_signals(context.pids(), (signal.SIGTERM, signal.SIGUSR1)):
+            while not context.join():  # raises with the rank and traceback when a worker fails
+                pass
         return [torch.load(Path(tmp) / f"rank{rank}.pt", weights_only=False) for rank in range(nprocs)]
+
+
+@contextlib.contextmanager
+def forwarding_signals(pids: list[int], signals: tuple[signal.Signals, ...]) -> Iterator[None]:
+    """While inside, each of `signals` received here is sent on to every process in `pids` (and not acted on here)."""
+
+    def forward(signum: int, frame: object) -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = {sig: signal.signal(sig, forward) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _run_worker(

@@ -191,6 +191,15 @@ def test_broadcast_sync_over_gloo_loads_the_same_weights_as_shm(generation_serve
     generation_server.update_weights(trainer_model.named_hf_weights(), version + 4)
 
 
+def test_slurms_early_warning_signal_leaves_the_server_serving(generation_server) -> None:
+    """SLURM's `--signal=USR1@T` reaches every process of the step; the trainer needs the server to checkpoint."""
+    os.killpg(generation_server.process.pid, signal.SIGUSR1)  # the server and its vLLM engine processes
+    time.sleep(1.0)
+    assert generation_server.process.alive() and generation_server.health().ok
+    rollouts = generation_server.generate(_requests()[:1], SamplingConfig(n=1, max_tokens=3))
+    assert rollouts[0].ok
+
+
 def test_server_death_is_reported_then_the_restart_policy_recovers(generation_server, trainer_model) -> None:
     """Keep last: it kills the session's server (the restart policy leaves a working one behind)."""
     trainer_model.perturb(seed=31)
