@@ -24,7 +24,7 @@ from nemo_spatial.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 WANDB_MODES = ("offline", "online", "disabled")
-CONSOLE_KEYS = ("reward/overall/mean", "actor/kl", "actor/grad_norm", "timing/step_s")
+CONSOLE_KEYS = ("reward/overall/mean", "actor/kl_mean", "actor/grad_norm", "timing/step_s")
 
 
 @dataclass

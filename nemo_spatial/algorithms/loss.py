@@ -20,6 +20,18 @@ from nemo_spatial.algorithms.kl import KLOutput, kl_loss
 from nemo_spatial.algorithms.policy_loss import POLICY_LOSSES, PolicyLossOutput
 from nemo_spatial.algorithms.rollout_correction import MismatchMetrics, rollout_mismatch_metrics, truncated_is_weights
 
+# Per micro-batch, a loss is that micro-batch's share of the global-batch loss (LossScale), so the global value
+# is their sum, as is the token count; a maximum stays a maximum; every other metric is a mean.
+SUMMED_METRICS = ("loss", "pg_loss", "kl_loss", "num_tokens")
+
+
+def metric_reduction(key: str) -> str:
+    """How a metric's per-micro-batch values combine into the global batch's: "sum", "max" or "mean"."""
+    name = key.rsplit("/", 1)[-1]
+    if name in SUMMED_METRICS:
+        return "sum"
+    return "max" if name.endswith("_max") else "mean"
+
 
 @dataclass
 class ActorLossOutput:

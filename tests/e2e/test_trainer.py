@@ -18,6 +18,7 @@ import psutil
 import pytest
 import torch
 
+from nemo_spatial.logging_sinks import CONSOLE_KEYS
 from tests.e2e.reward_server import ServerProcess
 
 REPO = Path(__file__).resolve().parents[2]
@@ -97,3 +98,4 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_model_dir, tmp_path):
     final = torch.load(run_dir / "checkpoints" / "step_000003" / "trainer_state.pt", weights_only=False)
     assert final["data_state"]["offset"] == 3 * 4 and final["weight_version"] == 3
     assert "val/reward/overall/mean" in _metrics(run_dir)[1]  # validation at step 2, on both ranks (no hang)
+    assert set(CONSOLE_KEYS) <= set(_metrics(run_dir)[0])  # the progress bar shows metrics that exist

@@ -18,7 +18,8 @@ with every tensor (b, s) for the micro-batch's rows (advantages as given: (b,) o
 GLOBAL batch's valid-token and sequence counts (nemo_spatial.algorithms.aggregation.LossScale) so that the
 micro-batch losses SUM to the loss of the whole batch (the loss function divides by them; gradients are
 summed over micro-batches and DP ranks). Hence 1 micro-batch of 4 == 4 micro-batches of 1, and DP=2 == DP=1,
-up to float rounding. `metrics` values are averaged over micro-batches and DP ranks; "loss" is the global loss.
+up to float rounding. `metrics` combine over micro-batches and DP ranks: losses and token counts are the global
+batch's (summed), maxima maxed, the rest averaged.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import torch
 import torch.distributed as dist
 
 from nemo_spatial.algorithms.aggregation import LossScale
+from nemo_spatial.algorithms.loss import metric_reduction
 from nemo_spatial.config import ConfigError
 from nemo_spatial.models.qwen25_vl.batch import MicroBatch, PolicyBatch, make_micro_batches, scatter_rows
 from nemo_spatial.models.qwen25_vl.config import PolicyConfig
@@ -224,24 +226,30 @@ class MegatronPolicy:
         return local.cpu()
 
     def _reduce_metrics(self, records: list[dict]) -> dict[str, float]:
-        """Loss summed, other metrics averaged, over micro-batches and DP ranks; the same on every rank."""
+        """Global-batch metrics from the micro-batches of every DP rank (see `metric_reduction`): the same on
+        every rank. Losses and token counts are summed, maxima maxed, the rest averaged over micro-batches."""
         from megatron.core import parallel_state
 
         keys = sorted({key for record in records for key in record})
         keys = _broadcast_object(keys, self.layout.pipeline > 1)
-        sums = torch.tensor([[sum(r.get(k, 0.0) for r in records), sum(k in r for r in records)] for k in keys])
-        sums = sums.reshape(len(keys), 2).double().to(self.state.device)
-        if self.layout.pipeline > 1:
-            dist.broadcast(
-                sums,
-                src=parallel_state.get_pipeline_model_parallel_last_rank(),
-                group=parallel_state.get_pipeline_model_parallel_group(),
-            )
+        values = [[r[k] for r in records if k in r] for k in keys]
+        sums = torch.tensor([[sum(v), len(v)] for v in values], dtype=torch.float64).reshape(len(keys), 2)
+        maxima = torch.tensor([max(v, default=-math.inf) for v in values], dtype=torch.float64)
+        sums, maxima = sums.to(self.state.device), maxima.to(self.state.device)
+        for tensor in (sums, maxima):
+            if self.layout.pipeline > 1:
+                dist.broadcast(
+                    tensor,
+                    src=parallel_state.get_pipeline_model_parallel_last_rank(),
+                    group=parallel_state.get_pipeline_model_parallel_group(),
+                )
         if self.layout.data > 1:
             dist.all_reduce(sums, group=parallel_state.get_data_parallel_group())
+            dist.all_reduce(maxima, op=dist.ReduceOp.MAX, group=parallel_state.get_data_parallel_group())
         out = {}
-        for key, (total, count) in zip(keys, sums.cpu().tolist(), strict=True):
-            out[key] = total if key == "loss" else total / max(count, 1.0)
+        for key, (total, count), peak in zip(keys, sums.cpu().tolist(), maxima.cpu().tolist(), strict=True):
+            reduction = metric_reduction(key)
+            out[key] = total if reduction == "sum" else peak if reduction == "max" else total / max(count, 1.0)
         return out
 
 

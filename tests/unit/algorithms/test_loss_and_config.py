@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from nemo_spatial.algorithms import AlgorithmConfig, LossScale, actor_loss, kl_loss, ppo_clip_loss
+from nemo_spatial.algorithms.loss import metric_reduction
 from nemo_spatial.config import ConfigError, load_config
 
 
@@ -32,6 +33,29 @@ def test_actor_loss_is_policy_plus_coef_times_kl():
     metrics = out.metrics()
     assert {"actor/loss", "actor/pg_loss", "actor/kl_loss", "actor/clip_frac_high", "mismatch/kl_k3"} <= set(metrics)
     assert all(math.isfinite(v) for v in metrics.values())
+
+
+def test_metric_reduction_rebuilds_the_global_batch_from_micro_batches():
+    """Each summed or maxed metric of two micro-batches combines to exactly the whole batch's value."""
+    batch = _micro_batch()
+    scale = LossScale.for_global_batch([batch["response_mask"]])
+    whole = actor_loss(AlgorithmConfig(), **batch, scale=scale).metrics()
+    parts = [
+        actor_loss(
+            AlgorithmConfig(), **{k: v[rows].detach() if k != "log_probs" else v[rows] for k, v in batch.items()},
+            scale=scale,
+        ).metrics()
+        for rows in (slice(0, 1), slice(1, 3))
+    ]  # fmt: skip
+    reductions = {key: metric_reduction(key) for key in whole}
+    assert reductions["actor/loss"] == reductions["actor/pg_loss"] == reductions["actor/kl_loss"] == "sum"
+    assert reductions["actor/ratio_max"] == reductions["mismatch/prob_abs_diff_max"] == "max"
+    assert reductions["actor/clip_frac_high"] == "mean"
+    for key, reduction in reductions.items():
+        if reduction == "sum":
+            assert parts[0][key] + parts[1][key] == pytest.approx(whole[key], rel=1e-5, abs=1e-7), key
+        elif reduction == "max":
+            assert max(parts[0][key], parts[1][key]) == pytest.approx(whole[key], rel=1e-6), key
 
 
 def test_tis_changes_the_loss_only_when_enabled():
