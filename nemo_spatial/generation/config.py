@@ -8,6 +8,7 @@ with a URL, top_p outside (0, 1]) fails before any engine starts, with the key a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import urlparse
 
 from nemo_spatial.errors import ConfigError
 
@@ -16,6 +17,7 @@ TRANSPORTS = ("shm", "nccl")
 DTYPES = ("bfloat16", "float16", "float32", "auto")
 ON_SERVER_DEATH = ("stop", "restart")
 LOGPROBS_MODES = ("processed_logprobs", "raw_logprobs")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass
@@ -112,6 +114,14 @@ class GenerationConfig:
             raise ConfigError(
                 "generation.on_server_death=restart needs a server this process spawned; with generation.url set, "
                 "the server belongs to someone else: use on_server_death=stop, or clear the url"
+            )
+        server_host = urlparse(self.url).hostname or "127.0.0.1"
+        if self.transport == "nccl" and server_host not in LOOPBACK_HOSTS and not self.nccl_master_address:
+            # The default rendezvous address, 127.0.0.1, would send the server's workers to their own host and
+            # the sync would wait out its timeout (30 min) before failing.
+            raise ConfigError(
+                f"generation.transport=nccl with the server on {server_host} needs "
+                "generation.nccl_master_address: this trainer host's address that the server's workers can reach"
             )
         if self.transport == "nccl" and self.mode == "inprocess":
             raise ConfigError(

@@ -28,6 +28,7 @@ from nemo_spatial.generation.wire import decode_request, decode_sampling, encode
         ({"bucket_mb": 0}, "bucket_mb=0"),
         ({"on_server_death": "restart", "url": "http://10.0.0.2:8000"}, "on_server_death=restart needs a server"),
         ({"mode": "inprocess", "transport": "nccl"}, "use transport=shm"),
+        ({"transport": "nccl", "url": "http://10.0.0.2:8000"}, "with the server on 10.0.0.2 needs"),
         ({"max_model_len": 1024, "sampling": SamplingConfig(max_tokens=2048)}, "leaves no room for the prompt"),
     ],
 )
@@ -43,6 +44,12 @@ def test_generation_config_rejects_with_the_fix(kwargs, message) -> None:
 def test_sampling_config_rejects(kwargs, message) -> None:
     with pytest.raises(ConfigError, match=message):
         SamplingConfig(**kwargs)
+
+
+def test_nccl_to_a_local_server_or_with_an_address_is_accepted() -> None:
+    GenerationConfig(transport="nccl")  # a server this process spawns on 127.0.0.1
+    GenerationConfig(transport="nccl", url="http://localhost:8000")
+    GenerationConfig(transport="nccl", url="http://10.0.0.2:8000", nccl_master_address="10.0.0.1")
 
 
 def test_defaults_match_the_recipe() -> None:
