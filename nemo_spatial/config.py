@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
@@ -134,12 +134,14 @@ def _unknown_key_message(schema: type, error: OmegaConfBaseException) -> str:
 def valid_keys(schema: type, prefix: str = "") -> list[str]:
     """Every dotted key of a dataclass schema, e.g. 'reward.preset'."""
     keys: list[str] = []
+    # The declared types, not the default factories: a factory can be a lambda (generation.val_sampling).
+    hints = get_type_hints(schema)
     for f in fields(schema):  # type: ignore[arg-type]
         dotted = f"{prefix}{f.name}"
         keys.append(dotted)
-        sub = f.default_factory if callable(f.default_factory) else None  # type: ignore[misc]
-        if sub is not None and is_dataclass(sub):
-            keys.extend(valid_keys(sub, f"{dotted}."))  # type: ignore[arg-type]
+        sub = hints.get(f.name)
+        if isinstance(sub, type) and is_dataclass(sub):
+            keys.extend(valid_keys(sub, f"{dotted}."))
     return keys
 
 

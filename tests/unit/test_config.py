@@ -70,6 +70,13 @@ def test_run_metadata_has_the_resolved_config_and_revision(tmp_path):
 
 def test_valid_keys_lists_nested_keys():
     assert {"run.seed", "reward.preset", "reward.similarity"} <= set(valid_keys(Config))
+    # A section whose default comes from a lambda is listed too, so a typo in it gets the right hint.
+    assert "generation.val_sampling.temperature" in valid_keys(Config)
+
+
+def test_typo_in_a_lambda_built_section_gets_its_own_key(repo_root):
+    with pytest.raises(ConfigError, match=r"did you mean 'generation.val_sampling.temperature'\?"):
+        load_config(repo_root / "conf/debug/tiny_cpu.yaml", ["generation.val_sampling.temprature=0.3"])
 
 
 def test_an_empty_override_is_the_empty_string():
