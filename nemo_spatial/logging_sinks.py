@@ -57,11 +57,13 @@ class MetricsLogger:
         if not enabled:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
-        self._jsonl = (run_dir / "metrics.jsonl").open("a", buffering=1)
-        if cfg.tensorboard:
+        self._jsonl_path = run_dir / "metrics.jsonl"
+        self._jsonl = self._jsonl_path.open("a", buffering=1)
+        self._tb_dir = run_dir / "tensorboard" if cfg.tensorboard else None
+        if self._tb_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+            self._tb = SummaryWriter(log_dir=str(self._tb_dir))
         if cfg.wandb_mode != "disabled":
             self._wandb = _start_wandb(cfg, run_dir, run_name)
         if cfg.progress_bar:
@@ -85,6 +87,30 @@ class MetricsLogger:
             )
             self._progress.update(self._task, completed=step, description=shown)
 
+    def resumed_at(self, step: int) -> None:
+        """A run resumed from the checkpoint of `step`: forget what the interrupted run logged after it.
+
+        Those steps are trained again, and a second record of each would make curves go back and forth.
+        metrics.jsonl keeps its records up to `step` (and loses a line cut short by the crash); TensorBoard
+        hides the later events (`purge_step`); W&B starts a new run each time and needs nothing.
+        """
+        if not self.enabled:
+            return
+        assert self._jsonl is not None
+        self._jsonl.close()
+        kept = [line for line in self._jsonl_path.read_text().splitlines() if _logged_step(line) <= step]
+        staged = self._jsonl_path.with_suffix(".jsonl.tmp")
+        staged.write_text("".join(line + "\n" for line in kept))
+        staged.replace(self._jsonl_path)  # atomic: a crash here leaves the old file or the new one
+        self._jsonl = self._jsonl_path.open("a", buffering=1)
+        if self._tb is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb.close()
+            self._tb = SummaryWriter(log_dir=str(self._tb_dir), purge_step=step + 1)
+        if self._progress is not None:
+            self._progress.update(self._task, completed=step)
+
     def close(self) -> None:
         if self._progress is not None:
             self._progress.stop()
@@ -95,6 +121,14 @@ class MetricsLogger:
         if self._jsonl is not None:
             self._jsonl.close()
         self.enabled = False
+
+
+def _logged_step(line: str) -> float:
+    """The step of a metrics.jsonl line; infinity for a line that is not a whole record (cut off by a crash)."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def _short(value: float) -> str:

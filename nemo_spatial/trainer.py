@@ -290,6 +290,7 @@ class Trainer:
         self.prompts.load_state_dict(state.data_state)
         restore_rng_state(state.rng_state)
         self.step, self.version = state.step, state.weight_version - 1
+        self.metrics.resumed_at(self.step)
         self._sync_weights()  # the generator restarts from the HF weights: give it the checkpoint's
         logger.info("resumed from %s at step %d", checkpoint, self.step)
 
