@@ -50,6 +50,7 @@ from nemo_spatial.generation.types import GenerationRequest, Generator, Rollout,
 from nemo_spatial.logging_sinks import MetricsLogger
 from nemo_spatial.preemption import PreemptionFlag
 from nemo_spatial.reward import COMPONENTS, BatchResult, RewardSample
+from nemo_spatial.reward.parsing import parse_scene
 from nemo_spatial.rollouts import build_policy_batch, keep_complete_groups, trainable_group_count
 
 logger = logging.getLogger(__name__)
@@ -299,7 +300,8 @@ class Trainer:
         return every > 0 and (self.step + 1) % every == 0
 
     def _save_rollout_sample(self, prompts: list[Any], rollouts: list[Rollout], scores: BatchResult) -> None:
-        """The first prompt's group: prompt, image, responses, scene graph and reward breakdown, for a person."""
+        """The first prompt's group for a person: prompt, image, ground truth (with its scene graph), each response,
+        the scene graph parsed from it, and its reward breakdown."""
         if not prompts or self.decode is None:
             return
         n = self.cfg.generation.sampling.n
@@ -311,11 +313,13 @@ class Trainer:
             "ground_truth": prompts[0].ground_truth,
             "samples": [
                 {
-                    "response": self.decode(r.token_ids),
+                    "response": response,
+                    # The <scene> block as the reward read it ({} when missing or not valid JSON).
+                    "scene_graph": parse_scene(response),
                     "reward": scores.results[i].components(),
                     "error": scores.results[i].error,
                 }
-                for i, r in enumerate(rollouts[:n])
+                for i, response in enumerate(self.decode(r.token_ids) for r in rollouts[:n])
             ],
         }
         (folder / "rollouts.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -391,17 +395,17 @@ def minibatch_rows(num_prompts: int, n: int, prompts_per_update: int) -> list[li
 
 
 def reward_metrics(scores: BatchResult, prefix: str) -> dict[str, float]:
-    """Mean of every component, the distribution of the overall reward, and the count of unscorable samples."""
+    """Per component (overall included): mean and distribution (p10/p50/p90, std, min, max); unscorable count."""
     metrics: dict[str, float] = {f"{prefix}/errors": float(scores.n_errors)}
     if not scores.results:
         return metrics
     for name in COMPONENTS:
-        metrics[f"{prefix}/{name}/mean"] = float(torch.tensor(scores.column(name)).mean())
-    overall = torch.tensor(scores.column("overall"), dtype=torch.float64)
-    for q in (0.1, 0.5, 0.9):
-        metrics[f"{prefix}/overall/p{int(q * 100)}"] = float(torch.quantile(overall, q))
-    metrics[f"{prefix}/overall/std"] = float(overall.std()) if overall.numel() > 1 else 0.0
-    metrics[f"{prefix}/overall/max"], metrics[f"{prefix}/overall/min"] = float(overall.max()), float(overall.min())
+        values = torch.tensor(scores.column(name), dtype=torch.float64)
+        metrics[f"{prefix}/{name}/mean"] = float(values.mean())
+        for q in (0.1, 0.5, 0.9):
+            metrics[f"{prefix}/{name}/p{int(q * 100)}"] = float(torch.quantile(values, q))
+        metrics[f"{prefix}/{name}/std"] = float(values.std()) if values.numel() > 1 else 0.0
+        metrics[f"{prefix}/{name}/max"], metrics[f"{prefix}/{name}/min"] = float(values.max()), float(values.min())
     return metrics
 
 

@@ -73,7 +73,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_model_dir, tmp_path):
     run_dir = tmp_path / "resume"
     command = _train_command(
         tiny_model_dir, tmp_path, "run.name=resume", "trainer.total_steps=3", "trainer.save_every=1",
-        "trainer.val_every=2", "trainer.val_prompts=2", "logging.rollout_sample_every=0",
+        "trainer.val_every=2", "trainer.val_prompts=2", "logging.rollout_sample_every=3",
     )  # fmt: skip
     log = (tmp_path / "first.log").open("w")
     first = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -99,3 +99,8 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_model_dir, tmp_path):
     assert final["data_state"]["offset"] == 3 * 4 and final["weight_version"] == 3
     assert "val/reward/overall/mean" in _metrics(run_dir)[1]  # validation at step 2, on both ranks (no hang)
     assert set(CONSOLE_KEYS) <= set(_metrics(run_dir)[0])  # the progress bar shows metrics that exist
+    sample_dir = run_dir / "rollouts" / "step_000003"  # what a person opens to see what the model does
+    sample = json.loads((sample_dir / "rollouts.json").read_text())
+    assert (sample_dir / "image.png").stat().st_size > 0 and "Image size:" in sample["prompt"]
+    assert len(sample["samples"]) == 4 and {"response", "scene_graph", "reward", "error"} <= set(sample["samples"][0])
+    assert set(sample["samples"][0]["reward"]) == {"overall", "format", "count", "accuracy", "spatial"}
