@@ -5,8 +5,8 @@
 
 `score` reads lines `{"response", "ground_truth", "problem"}` and writes each line back with
 `"reward": {overall, format, count, accuracy, spatial}` and `"error"` (null when fine). A line that is not
-JSON or lacks a field is written with its line number in `"error"` and zero reward; every other line is
-still scored. Exit status 1 when any line had an error (a summary goes to stderr), else 0.
+UTF-8, not JSON or lacks a field is written with its line number in `"error"` and zero reward; every other
+line is still scored. Exit status 1 when any line had an error (a summary goes to stderr), else 0.
 """
 
 from __future__ import annotations
@@ -15,16 +15,19 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from nemo_spatial.reward.batch import COMPONENTS, PRESETS, RewardResult, RewardSample, RewardScorer
+from nemo_spatial.reward.similarity import make_similarity
 
 FIELDS = ("response", "ground_truth", "problem")
 CHUNK = 1024
+
+Line = str | UnicodeDecodeError  # a line's text, or why it is not UTF-8
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +59,9 @@ def score_file(input_path: Path, output_path: Path, scorer: RewardScorer) -> int
         return 2
     output_path.parent.mkdir(parents=True, exist_ok=True)
     bad_lines: list[int] = []
-    with input_path.open(encoding="utf-8", errors="replace") as source, output_path.open("w") as sink:
+    # Bytes, decoded line by line: a line that is not UTF-8 is that line's error, not replacement characters
+    # that would be scored as if the policy had written them.
+    with input_path.open("rb") as source, output_path.open("w") as sink:
         for chunk in _chunks(tqdm(source, desc="scoring", unit=" lines", disable=None)):
             for line_no, record, result in _score_chunk(chunk, scorer):
                 if result.error is not None:
@@ -69,10 +74,11 @@ def score_file(input_path: Path, output_path: Path, scorer: RewardScorer) -> int
     return 0
 
 
-def _chunks(lines: Iterator[str]) -> Iterator[list[tuple[int, str]]]:
-    chunk: list[tuple[int, str]] = []
-    for line_no, line in enumerate(lines, start=1):
-        if line.strip():
+def _chunks(lines: Iterable[bytes]) -> Iterator[list[tuple[int, Line]]]:
+    chunk: list[tuple[int, Line]] = []
+    for line_no, raw in enumerate(lines, start=1):
+        line = _decode(raw)
+        if isinstance(line, UnicodeDecodeError) or line.strip():
             chunk.append((line_no, line))
         if len(chunk) == CHUNK:
             yield chunk
@@ -81,8 +87,15 @@ def _chunks(lines: Iterator[str]) -> Iterator[list[tuple[int, str]]]:
         yield chunk
 
 
+def _decode(raw: bytes) -> Line:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return error
+
+
 def _score_chunk(
-    chunk: list[tuple[int, str]], scorer: RewardScorer
+    chunk: list[tuple[int, Line]], scorer: RewardScorer
 ) -> Iterator[tuple[int, dict[str, Any], RewardResult]]:
     for line_no, line in chunk:
         record, problem = _parse_line(line)
@@ -96,7 +109,9 @@ def _score_chunk(
         yield line_no, record, result
 
 
-def _parse_line(line: str) -> tuple[dict[str, Any], str | None]:
+def _parse_line(line: Line) -> tuple[dict[str, Any], str | None]:
+    if isinstance(line, UnicodeDecodeError):
+        return {}, f"not valid UTF-8 ({line})"
     try:
         record = json.loads(line)
     except (ValueError, RecursionError) as error:
@@ -116,7 +131,7 @@ def demo(config_path: str, overrides: list[str]) -> int:
 
     cfg = load_config(config_path, overrides)
     run_dir = write_run_metadata(cfg)
-    scorer = RewardScorer(cfg.reward.preset, cfg.reward.similarity)
+    scorer = RewardScorer(cfg.reward.preset, make_similarity(cfg.reward.similarity, cfg.reward.similarity_model))
     samples = worked_samples()
     batch = scorer.score_batch(samples.values())
     print(f"preset {cfg.reward.preset}, label similarity {scorer.similarity.name}")

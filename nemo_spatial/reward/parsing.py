@@ -35,14 +35,22 @@ def first_block(text: str, tag: str) -> str | None:
 
 
 def first_block_one_line(text: str, tag: str) -> str | None:
-    """As `first_block` but with `.` not matching a newline (`re.search(r"<tag>(.*?)</tag>", text)`)."""
+    """As `first_block` but with `.` not matching a newline (`re.search(r"<tag>(.*?)</tag>", text)`).
+
+    Each of the three searches (opening tag, closing tag, newline) starts past where its previous one
+    stopped, so the text is read at most three times whatever the tags and newlines in it; searching for
+    the closing tag afresh after every opening tag made `"<tag>\\n" * n + "</tag>"` quadratic.
+    """
     opening, closing = f"<{tag}>", f"</{tag}>"
     start = text.find(opening)
+    end = -1
     while start >= 0:
         content = start + len(opening)
-        end = text.find(closing, content)
-        if end < 0:
-            return None
+        if end < content:
+            # Only now can the first closing tag at or after `content` differ from the one found before.
+            end = text.find(closing, content)
+            if end < 0:
+                return None
         line_end = text.find("\n", content)
         if line_end < 0 or end < line_end:
             return text[content:end]

@@ -22,11 +22,17 @@ import math
 import warnings
 from collections import Counter
 from functools import lru_cache
-from typing import Protocol
+from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
 
 SPACY_MODEL = "en_core_web_md"
+# Predicted labels come from the policy, so their length is unbounded: only labels up to this many characters
+# (object names are a few words) are cached, longer ones are computed afresh to the same value. Full, the
+# trigram caches then hold about 60 MB per process (65,536 pairs of 64-char labels; they held gigabytes
+# when a policy wrote kilobyte-long ids).
+MAX_CACHED_LABEL_CHARS = 64
+DOC_CACHE_SIZE = 8192  # spaCy docs of labels: ~7 KB each at the length cap, so ~60 MB when full
 
 
 class LabelSimilarity(Protocol):
@@ -41,10 +47,15 @@ class TrigramSimilarity:
     name = "trigram"
 
     def __call__(self, gt_label: str, pred_label: str) -> float:
+        if _cacheable(gt_label) and _cacheable(pred_label):
+            return _cached_trigram_cosine(gt_label, pred_label)
         return _trigram_cosine(gt_label, pred_label)
 
 
-@lru_cache(maxsize=65536)
+def _cacheable(label: str) -> bool:
+    return len(label) <= MAX_CACHED_LABEL_CHARS
+
+
 def _trigram_cosine(a: str, b: str) -> float:
     if a == b:
         return 1.0
@@ -54,10 +65,21 @@ def _trigram_cosine(a: str, b: str) -> float:
     return dot / norm
 
 
-@lru_cache(maxsize=65536)
+# A pair's entry is a float; a label's trigram counts are ~4 KB at the length cap, so fewer of those are kept:
+# the labels in use at once (a dataset's object names and the policy's) are far fewer than their pairs.
+_cached_trigram_cosine = lru_cache(maxsize=65536)(_trigram_cosine)
+
+
 def _trigrams(label: str) -> Counter[str]:
+    return _cached_trigrams(label) if _cacheable(label) else _count_trigrams(label)
+
+
+def _count_trigrams(label: str) -> Counter[str]:
     padded = f"  {label} "
     return Counter(padded[i : i + 3] for i in range(len(padded) - 2))
+
+
+_cached_trigrams = lru_cache(maxsize=8192)(_count_trigrams)
 
 
 class SpacySimilarity:
@@ -77,13 +99,16 @@ class SpacySimilarity:
                 "directory, or set reward.similarity=trigram for the offline default."
             ) from error
         self.model = model
-        self._doc = lru_cache(maxsize=65536)(self._nlp)
+        self._cached_doc = lru_cache(maxsize=DOC_CACHE_SIZE)(self._nlp)
 
     def __call__(self, gt_label: str, pred_label: str) -> float:
         with warnings.catch_warnings():
             # spaCy warns for labels without vectors and returns 0.0, as upstream scored them.
             warnings.simplefilter("ignore")
             return float(self._doc(gt_label).similarity(self._doc(pred_label)))
+
+    def _doc(self, label: str) -> Any:
+        return self._cached_doc(label) if _cacheable(label) else self._nlp(label)
 
 
 def make_similarity(backend: str = "auto", model: str = SPACY_MODEL) -> LabelSimilarity:

@@ -2,6 +2,19 @@
 
 The time limits here are loose ceilings (about 10x what these take on 2 cores) that catch quadratic or
 exponential blow-ups, which would take minutes; the measured costs are in benchmarks/reward_throughput.py.
+
+Bounds. The reward caps neither the length of a response nor its number of boxes: every step is linear in
+the text (parsing.py; r1v's format check), a scene costs P x G box pairs and label comparisons (G, the
+ground truth's objects, is a handful), and the limits on the input are the server's
+(reward_service.server.max_request_mb, 64 MB a request, and max_batch_size) or the policy's generation
+length. What is capped: JSON nesting past Python's recursion limit (about 1,500 levels) makes the scene
+invalid; r1v grades answers over 512 characters (r1v.MAX_GRADED_CHARS) by string equality, not sympy;
+labels over 64 characters (similarity.MAX_CACHED_LABEL_CHARS) are not cached, so the label caches stay
+under about 60 MB a process. Measured on the cases below (2 shared cores, one response, caches warm):
+- spatialthinker: worst 0.32 s (3,000 boxes with distinct 300-letter labels, 1 MB), 0.14 s for 20,000
+  boxes (1 MB); peak extra memory 18.5 MB (20,000 boxes, traced), under 5 MB for every other case.
+- r1v: worst 0.055 s (a megabyte of tags one per line); peak extra memory 7.3 MB.
+Cost grows linearly from there: about 0.3 s and 20 MB per megabyte of scene JSON.
 """
 
 import json
@@ -16,18 +29,29 @@ from nemo_spatial.reward.examples import GROUND_TRUTH, PROBLEM, response
 MB = 1_000_000
 
 
-def _boxes(n):
-    return {"objects": [{"id": f"box.{i}", "bbox": [i % 600, i % 400, i % 600 + 20, i % 400 + 30]} for i in range(n)]}
+def _boxes(n, name=lambda i: "box"):
+    return {
+        "objects": [{"id": f"{name(i)}.{i}", "bbox": [i % 600, i % 400, i % 600 + 20, i % 400 + 30]} for i in range(n)]
+    }
+
+
+def _long_name(i):
+    """A distinct 300-letter name per object: past the similarity's cached length, so computed every time."""
+    return "".join(chr(97 + i // 26**k % 26) for k in range(5)) * 60
 
 
 ADVERSARIAL = {
     "a megabyte of filler inside think": response().replace("<think>", "<think>" + "a" * MB),
     "a megabyte of unclosed answer tags": "<answer>" * (MB // 8),
+    # An opening tag per line and one closing tag at the end: a fresh search per opening tag is quadratic.
+    "a megabyte of answer tags one per line": "<answer>\n" * (MB // 9) + "</answer>",
+    "a megabyte of think closings one per line": "<think>" + "</think>\n" * (MB // 9) + "</answer>",
     "a megabyte of nested think tags": "<think>" * (MB // 14) + "</think>" * (MB // 14),
     "a megabyte of scene openings": "<observe></observe><think></think><answer>(A) behind</answer>"
     + "<scene>{" * (MB // 8),
     "deeply nested JSON": response('{"objects": ' + "[" * 200_000 + "]" * 200_000 + "}"),
     "thousands of boxes": response(_boxes(5000)),
+    "thousands of boxes with distinct 300-letter labels": response(_boxes(3000, _long_name)),
     "thousands of boxes with one relation each": response(
         {
             **_boxes(3000),

@@ -4,6 +4,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+from nemo_spatial.reward import RewardScorer
+from nemo_spatial.reward.__main__ import demo, score_file
 from nemo_spatial.reward.examples import GROUND_TRUTH, PROBLEM, response
 
 
@@ -75,3 +79,25 @@ def test_demo_prints_the_table_and_records_config_and_revision(tmp_path, repo_ro
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["git"] != "" and "argv" in info
     assert len((run_dir / "rewards.jsonl").read_text().splitlines()) == 12
+
+
+def test_a_line_that_is_not_utf8_is_that_lines_error(tmp_path):
+    good = json.dumps({"response": "<think>a</think><answer>(A)</answer>", "ground_truth": "(A)", "problem": ""})
+    bad = good.encode().replace(b"a", b"\xff", 1)  # once read with errors="replace" and scored as U+FFFD
+    source, sink = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_bytes(b"\n".join([good.encode(), bad, good.encode()]) + b"\n")
+    assert score_file(source, sink, RewardScorer("r1v")) == 1
+    out = [json.loads(line) for line in sink.read_text().splitlines()]
+    assert [record.get("error") for record in (out[0], out[2])] == [None, None]
+    assert out[1]["error"].startswith("line 2: not valid UTF-8 (") and "0xff" in out[1]["error"]
+    assert out[1]["line"] == 2 and set(out[1]["reward"].values()) == {0.0}
+    assert out[0]["reward"]["overall"] == out[2]["reward"]["overall"] == 1.0
+
+
+def test_demo_uses_the_configured_similarity_model(tmp_path, repo_root, capsys):
+    spacy = pytest.importorskip("spacy")
+    model_dir = tmp_path / "vectors"
+    spacy.blank("en").to_disk(model_dir)
+    overrides = [f"run.output_dir={tmp_path}", "reward.similarity=spacy", f"reward.similarity_model={model_dir}"]
+    assert demo(str(repo_root / "conf/base.yaml"), overrides) == 0
+    assert "label similarity spacy" in capsys.readouterr().out

@@ -39,6 +39,20 @@ def test_first_block_one_line_equals_regex_without_dotall(sample):
     assert first_block_one_line(sample, "answer") == (match.group(1) if match else None)
 
 
+@pytest.mark.parametrize(
+    "sample",
+    [
+        "<answer>\n" * 3 + "</answer>",  # every opening tag sees the same closing tag past a newline
+        "<answer>\n</answer><answer>x</answer>",  # the closing tag found first lies behind the second opening
+        "<answer>a\n<answer>b</answer>",
+        "<answer>\n<answer></answer>\n</answer>",
+    ],
+)
+def test_first_block_one_line_on_line_per_tag_text(sample):
+    match = re.search(r"<answer>(.*?)</answer>", sample)
+    assert first_block_one_line(sample, "answer") == (match.group(1) if match else None)
+
+
 @settings(max_examples=600)
 @given(text)
 def test_r1v_format_equals_upstream_fullmatch(sample):
