@@ -197,20 +197,56 @@ def _phase(name: str, parallel: dict[str, Any], model_dir: str, tensors: dict, c
 
 
 def _checkpoint_cases(policy: Any, batch: Any, checkpoints: Path, out: dict[str, Any]) -> None:
-    """At TP=2: resume == original step, micro-batch 1 x 4 == 4 x 1, an interrupted save keeps the last one."""
+    """At TP=2: micro-batch 1 x 4 == 4 x 1, resume == the step in memory, an interrupted save keeps the last one."""
     start = str(checkpoints / "start_tp2")
     policy.save_checkpoint(start)
     _interrupted_save(policy, start)
     out["interrupted_save_left"] = sorted(os.listdir(checkpoints))
     results = {}
-    for label, micro_batch_size in (("mbs4", 4), ("resumed_mbs4", 4), ("mbs1", 1)):
+    for label, micro_batch_size in (("mbs1", 1), ("mbs4", 4)):
         policy.load_checkpoint(start)
         policy.cfg.micro_batch_size = micro_batch_size
-        metrics = policy.train_step(batch, stand_in_loss)
-        results[label] = {"metrics": metrics, "weights": dict(policy.named_hf_weights())}
+        results[label] = _step_record(policy, batch)
     out["accumulation"] = results
+    out["resume"] = _resume_cases(policy, batch, checkpoints)  # continues from mbs4's step 1
     policy.load_checkpoint(start)
     policy.cfg.micro_batch_size = 2
+
+
+def _resume_cases(policy: Any, batch: Any, checkpoints: Path) -> dict[str, Any]:
+    """Step 2 in memory vs after a resume from step 1, and the step counts around a model-only resume.
+
+    The resumed step starts from a model-only load (fresh Adam), so Adam's moments can only come from the
+    checkpoint: step 2 is the first step whose update depends on them (step 1's are zero).
+    """
+    step1, model_only = str(checkpoints / "step1_tp2"), str(checkpoints / "model_only_step2_tp2")
+    policy.save_checkpoint(step1)
+    cases: dict[str, Any] = {"continued": _step_record(policy, batch)}
+    policy.load_checkpoint(step1, load_optimizer=False)
+    cases["counts_after_model_only_load"] = _step_counts(policy)
+    policy.load_checkpoint(step1)
+    cases["counts_after_resume"] = _step_counts(policy)
+    cases["resumed"] = _step_record(policy, batch)
+    # Problem sequence: resume with the model only, train, save, resume: Adam has taken 1 step, the policy 2.
+    policy.load_checkpoint(step1, load_optimizer=False)
+    cases["fresh_adam"] = _step_record(policy, batch)
+    policy.save_checkpoint(model_only)
+    policy.load_checkpoint(model_only)
+    cases["counts_after_model_only_history"] = _step_counts(policy)
+    return cases
+
+
+def _step_record(policy: Any, batch: Any) -> dict[str, Any]:
+    metrics = policy.train_step(batch, stand_in_loss)
+    return {"metrics": metrics, "weights": dict(policy.named_hf_weights())}
+
+
+def _step_counts(policy: Any) -> dict[str, Any]:
+    """The policy step and every torch AdamW step counter of this rank (one value when they agree)."""
+    from nemo_spatial.models.qwen25_vl.optimizer import sub_optimizers
+
+    adam = {float(state["step"]) for sub in sub_optimizers(policy.optimizer) for state in sub.optimizer.state.values()}
+    return {"policy": policy.step, "adam": sorted(adam)}
 
 
 def _interrupted_save(policy: Any, existing: str) -> None:

@@ -14,10 +14,15 @@ Engine: its loader re-adds the per-parameter `step` and then looks that key up i
 The optimizer state also loads only into the same kind of optimizer (`use_distributed_optimizer`, recorded in
 the marker file); another kind loads the model only, with a warning that says why.
 
+Adam's step count is recorded apart from the policy's step ("optimizer_step"): they differ once a run resumed
+with the model only (its Adam starts again at 0 while the policy step continues), and Adam's bias correction
+needs its own count. A model-only load resets Adam to that fresh state (zero moments, step 0) rather than keep
+moments that belong to other weights.
+
 Atomic: shards go to `<path>.partial/`; after every rank has finished, rank 0 writes `nemo_spatial_policy.json`
-(layout, step, scheduler state) and renames the directory to `<path>` (an existing `<path>` is moved aside first
-and deleted only after the new one is in place). A crash mid-save leaves `<path>` as it was; a directory without
-the marker file is refused on load.
+(layout, step, optimizer step, scheduler state) and renames the directory to `<path>` (an existing `<path>` is
+moved aside first and deleted only after the new one is in place). A crash mid-save leaves `<path>` as it was; a
+directory without the marker file is refused on load.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from nemo_spatial.parallel.layout import Layout
 
 MARKER = "nemo_spatial_policy.json"
 OPTIMIZER_SHARDING = {"distrib_optim_sharding_type": "dp_reshardable"}
+ADAM_MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 logger = logging.getLogger(__name__)
 
 
@@ -68,10 +74,12 @@ def save_policy_checkpoint(
         staging.mkdir(parents=True)
     dist.barrier()
     dist_checkpointing.save(_sharded_state(chunks, optimizer, is_loading=False), str(staging))
+    optimizer_step = _global_adam_step_count(optimizer)
     dist.barrier()
     if rank == 0:
         info = {
             "step": step,
+            "optimizer_step": step if optimizer_step is None else optimizer_step,
             "tensor": layout.tensor,
             "pipeline": layout.pipeline,
             "data": layout.data,
@@ -94,20 +102,58 @@ def _replace_directory(staging: Path, final: Path) -> None:
     shutil.rmtree(previous, ignore_errors=True)
 
 
+def _inner_optimizers(optimizer: Any) -> list[torch.optim.Optimizer]:
+    """The torch optimizers that Megatron's optimizers wrap (torch AdamW on the CPU, FusedAdam with TE / Apex)."""
+    inners = (getattr(sub, "optimizer", None) for sub in sub_optimizers(optimizer))
+    return [inner for inner in inners if isinstance(inner, torch.optim.Optimizer)]
+
+
+def adam_step_count(optimizer: Any) -> int | None:
+    """How many steps this rank's Adam has taken (None when it holds no parameter).
+
+    torch AdamW counts per parameter, FusedAdam per parameter group.
+    """
+    steps: list[int] = []
+    for inner in _inner_optimizers(optimizer):
+        steps += [int(state["step"]) for state in inner.state.values() if "step" in state]
+        steps += [int(group["step"]) for group in inner.param_groups if "step" in group and group["params"]]
+    return max(steps) if steps else None
+
+
+def _global_adam_step_count(optimizer: Any) -> int | None:
+    """`adam_step_count` over every rank (collective): a distributed optimizer's rank may own no parameter."""
+    counts: list[int | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(counts, adam_step_count(optimizer))
+    known = [count for count in counts if count is not None]
+    return max(known) if known else None
+
+
 def _restore_adam_step_counters(optimizer: Any, step: int) -> None:
-    """One step counter per parameter again, at the saved step (torch AdamW, the CPU path).
+    """One step counter per parameter again, at the saved optimizer step (torch AdamW, the CPU path).
 
     Megatron's distributed optimizer loads torch AdamW's per-parameter `step` as ONE tensor shared by every
-    parameter (its Apex / Transformer Engine FusedAdam keeps the step per group instead), so each later step
-    would advance it once per parameter and skew AdamW's bias correction. Every completed policy step is one
-    optimizer step, so the saved policy step is the count.
+    parameter (its Apex / Transformer Engine FusedAdam keeps the step per group instead, restored as saved), so
+    each later step would advance it once per parameter and skew AdamW's bias correction.
     """
-    for sub in sub_optimizers(optimizer):
-        inner = getattr(sub, "optimizer", None)
+    for inner in _inner_optimizers(optimizer):
         if isinstance(inner, torch.optim.AdamW | torch.optim.Adam):
             for state in inner.state.values():
                 if "step" in state:
                     state["step"] = torch.tensor(float(step))
+
+
+def _reset_adam_states(optimizer: Any) -> None:
+    """Adam as freshly built: zero moments, step 0 (what a model-only load leaves, whatever ran before it)."""
+    for inner in _inner_optimizers(optimizer):
+        for state in inner.state.values():
+            for key in ADAM_MOMENTS:
+                if isinstance(state.get(key), torch.Tensor):
+                    state[key].zero_()
+            if "step" in state:
+                state["step"] = torch.tensor(0.0)
+        for group in inner.param_groups:
+            if "step" in group:
+                group["step"] = 0
 
 
 def read_checkpoint_info(path: str | Path) -> dict[str, Any]:
@@ -181,7 +227,11 @@ def load_policy_checkpoint(
         elif optimizer is not None:
             optimizer.reload_model_params()  # the optimizer's fp32 main copies follow the loaded weights
     if with_optimizer:
-        _restore_adam_step_counters(optimizer, int(info["step"]))
+        # Checkpoints from before "optimizer_step" was recorded: the policy step, right unless that run had
+        # itself resumed with the model only.
+        _restore_adam_step_counters(optimizer, int(info.get("optimizer_step", info["step"])))
+    elif optimizer is not None:
+        _reset_adam_states(optimizer)
     if with_optimizer and scheduler is not None and info.get("scheduler"):
         scheduler.load_state_dict(info["scheduler"])
     info["optimizer_loaded"] = bool(with_optimizer)

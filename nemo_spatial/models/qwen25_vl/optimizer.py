@@ -4,8 +4,9 @@ Gradient reduction: the loss handed to backward is each micro-batch's share of t
 divides by global token / sequence counts, see forward.py), so gradients must be SUMMED over data-parallel ranks,
 not averaged. `calculate_per_token_loss=True` in the model config makes Megatron DDP use a gradient scaling
 factor of 1 (sum), and `finalize_grads` calls `finalize_model_grads` without a token count so nothing divides
-afterwards. Megatron's defaults otherwise: no weight decay on biases and norm weights (upstream's FSDP AdamW
-decays every parameter; a small, deliberate departure), grads reduced in fp32, AdamW states in fp32.
+afterwards. Weight decay: every parameter, biases and norm weights included, as upstream's FSDP AdamW does
+(`decay_biases_and_norms=True`, the default; False gives Megatron-LM's exemption of biases and 1-D weights).
+Megatron's defaults otherwise: grads reduced in fp32, AdamW states in fp32.
 
 `optimizer_step` clips at `clip_grad` and SKIPS the update when the global grad norm is not finite (Megatron's
 bf16 optimizer would otherwise apply it: only its fp16 loss scaler checks for inf/nan).

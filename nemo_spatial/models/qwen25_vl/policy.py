@@ -162,6 +162,8 @@ class MegatronPolicy:
         save_policy_checkpoint(path, self.chunks, self.optimizer, self.scheduler, self.layout, self.step)
 
     def load_checkpoint(self, path: str, load_optimizer: bool | None = None) -> dict[str, Any]:
+        """The policy step continues from the checkpoint in any case; Adam's own step count comes back with its
+        state, or restarts at 0 with fresh moments when only the model loads (see checkpoint.py)."""
         from nemo_spatial.models.qwen25_vl.checkpoint import load_policy_checkpoint
 
         info = load_policy_checkpoint(path, self.chunks, self.optimizer, self.scheduler, self.layout, load_optimizer)
