@@ -44,6 +44,7 @@ from nemo_spatial.config import load_config
 from nemo_spatial.reward import kserve
 from nemo_spatial.reward.batch import RewardSample, RewardScorer
 from nemo_spatial.reward.client import LocalRewardClient, RemoteRewardClient
+from nemo_spatial.reward.service_config import RewardServiceConfig
 
 REPO = Path(__file__).resolve().parent.parent
 ROLLOUT = 4096
@@ -290,7 +291,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--batches", type=int, default=8, help="batches per client")
     parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--in-flight", type=int, default=8, help="concurrent requests of the rollout's client")
+    parser.add_argument(
+        "--in-flight",
+        type=int,
+        default=RewardServiceConfig.max_in_flight,
+        help="concurrent requests of the rollout's client (default: the trainer's reward_service.max_in_flight)",
+    )
     parser.add_argument("--rollouts", type=int, default=5)
     parser.add_argument("--client", choices=("native", "tritonclient"), default="native")
     parser.add_argument("--json", action="store_true", help="JSON bodies instead of binary tensor data")
