@@ -149,11 +149,10 @@ def _reset_adam_states(optimizer: Any) -> None:
             for key in ADAM_MOMENTS:
                 if isinstance(state.get(key), torch.Tensor):
                     state[key].zero_()
-            if "step" in state:
-                state["step"] = torch.tensor(0.0)
-        for group in inner.param_groups:
+        for group in inner.param_groups:  # FusedAdam's count
             if "step" in group:
                 group["step"] = 0
+    _restore_adam_step_counters(optimizer, 0)  # torch AdamW's per-parameter counts
 
 
 def read_checkpoint_info(path: str | Path) -> dict[str, Any]:
