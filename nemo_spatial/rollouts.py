@@ -18,7 +18,7 @@ also leaves out the last few complete groups (`trainable_group_count`) rather th
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -80,19 +80,23 @@ def rank_rows(minibatches: Sequence[Sequence[int]], rank: int, size: int) -> lis
 
 
 def build_policy_batch(
-    prompts: Sequence[Prompt],
+    prompts: Mapping[int, Prompt] | Sequence[Prompt],
     rollouts: Sequence[Rollout],
     n: int,
     advantages: torch.Tensor,
     pad_id: int,
     rows: Sequence[int] | None = None,
 ) -> PolicyBatch:
-    """The `PolicyBatch` of the global rows `rows` (default: all P*n) of P prompts x n rollouts, with per-sample
-    advantages (P*n,); each prompt whose samples are among `rows` contributes its image once."""
+    """The `PolicyBatch` of the global rows `rows` (default: all) of P prompts x n rollouts, with per-sample
+    advantages (P*n,); `prompts` holds (at least) the prompts of those rows, by prompt index, and each prompt
+    contributes its image once."""
     total = len(rollouts)
-    if total != len(prompts) * n or advantages.shape != (total,):
-        raise ValueError(f"{len(prompts)} prompts x {n} samples need {len(prompts) * n} rollouts and advantages")
+    if total % n or advantages.shape != (total,):
+        raise ValueError(f"{total} rollouts and {tuple(advantages.shape)} advantages are not P prompts x n={n}")
     rows = list(range(total)) if rows is None else list(rows)
+    missing = sorted({i // n for i in rows} - set(range(len(prompts)) if isinstance(prompts, Sequence) else prompts))
+    if missing:
+        raise ValueError(f"the rows need prompts {missing}, which were not given")
     lengths = [int(prompts[i // n].input_ids.numel()) + len(rollouts[i].token_ids) for i in rows]
     width = max(lengths, default=2)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)

@@ -2,8 +2,8 @@
 
 Under torchrun or SLURM's srun (RANK and WORLD_SIZE set), every process runs the trainer (SPMD). Started
 plainly, it runs `--nproc` local processes (default 1) over gloo on CPU / NCCL on GPU. Every rank builds the
-policy shard and reads the prompt stream; the driver (rank 0) also starts the generation server and the
-reward client, writes the run's config and revision, and logs. Everything is stopped on exit, also on errors.
+policy shard; the driver (rank 0) also reads the prompt stream, starts the generation server and the reward
+client, writes the run's config and revision, and logs. Everything is stopped on exit, also on errors.
 """
 
 from __future__ import annotations
@@ -69,8 +69,10 @@ def run(cfg: Config) -> None:
     with ExitStack() as stack:
         generator, reward, decode = _driver_services(cfg, model_dir, run_dir, stack) if driver else (None, None, None)
         policy = _build_policy(cfg)
-        prompts = PromptStream.open(cfg.data, "train", processor_path=model_dir)
-        stack.callback(prompts.close)
+        # The driver alone reads and prepares prompts; each rank gets those of its own rows from it.
+        prompts = PromptStream.open(cfg.data, "train", processor_path=model_dir) if driver else None
+        if prompts is not None:
+            stack.callback(prompts.close)
         val = PromptStream.open(cfg.data, "val", processor_path=model_dir) if driver and cfg.data.val_files else None
         metrics = MetricsLogger(cfg.logging, run_dir, cfg.run.name, cfg.trainer.total_steps, enabled=driver)
         stack.callback(metrics.close)

@@ -2,7 +2,8 @@
 generator at every step boundary.
 
 One step, as SpatialThinker's (EasyR1/veRL) trainer runs it:
- 1. the next `trainer.prompts_per_step` prompts (every rank reads the same, seeded, resumable stream);
+ 1. the driver reads and prepares the next `trainer.prompts_per_step` prompts (the seeded, resumable stream;
+    each prompt's image is decoded, resized and processed once per step, on the driver only);
  2. refit: when the generator does not hold the policy's current weight version (after an update, after a
     resume, after a restarted generation server), every rank walks the policy's (collective) weight export and
     the driver streams it to the generator;
@@ -11,7 +12,8 @@ One step, as SpatialThinker's (EasyR1/veRL) trainer runs it:
     are dropped whole;
  4. the driver scores them (in-process or the remote reward service) and broadcasts rollouts and rewards;
  5. GRPO advantages per group of n (groups by prompt index, never by text);
- 6. each rank builds the batch of ITS data-parallel rows only (rollouts.rank_rows); the policy's log-probs of
+ 6. the driver hands each rank the prompts of its data-parallel rows only (rollouts.rank_rows), and each rank
+    builds the batch of those rows, each prompt's image held once; the policy's log-probs of
     the sampled tokens before any update (`old`) and under the initial weights (`ref`, for the KL term);
  7. `prompts_per_step / prompts_per_update` optimizer steps (x ppo_epochs), each over whole groups;
  8. metrics; validation every `val_every` steps; a checkpoint every `save_every` steps, at the end, and when
@@ -99,7 +101,7 @@ class Trainer:
         self,
         cfg: Config,
         policy: Policy,
-        prompts: PromptSource,
+        prompts: PromptSource | None,
         generator: Generator | None,
         reward: RewardClient | None,
         metrics: MetricsLogger,
@@ -114,13 +116,14 @@ class Trainer:
         self.run_dir, self.pad_id, self.decode = run_dir, pad_id, decode
         self.collectives: Collectives = collectives or TorchCollectives()
         self.is_driver = self.collectives.is_driver
-        if self.is_driver and (generator is None or reward is None or decode is None):
-            raise ValueError("the driver rank needs a generator, a reward client and a decode function")
+        if self.is_driver and (prompts is None or generator is None or reward is None or decode is None):
+            raise ValueError("the driver rank needs the prompt stream, a generator, a reward client and decode")
         # Decided from the config, so that every rank takes part in the validation broadcast or none does.
         self.validates = cfg.trainer.val_every > 0 and bool(cfg.data.val_files)
         if self.validates and self.is_driver and val_prompts is None:
             raise ValueError("data.val_files is set, so the driver needs the validation prompt stream")
         self._check_update_split()
+        self.shards = self.collectives.all_gather(policy.data_shard)  # every rank's (DP rank, DP size)
         self.step = 0  # finished GRPO steps
         self.version = 0  # weight updates of the policy (what the generator must hold); see the module docstring
 
@@ -168,14 +171,14 @@ class Trainer:
         """One GRPO step (see the module docstring); returns its metrics."""
         timer = PhaseTimer()
         n = self.cfg.generation.sampling.n
-        prompts = list(self.prompts.next_batch(self.cfg.trainer.prompts_per_step))
+        prompts = list(self.prompts.next_batch(self.cfg.trainer.prompts_per_step)) if self.prompts else []
         metrics: dict[str, float] = {}
         with timer("sync"):
             metrics.update(self.refit())
         with timer("generate"):
             rollouts = self._rollouts(prompts, self.cfg.generation.sampling)
         require_version([r for r in rollouts if r.ok], self.version)
-        groups = keep_complete_groups(rollouts, len(prompts), n)
+        groups = keep_complete_groups(rollouts, len(rollouts) // n, n)
         kept = groups.kept[: trainable_group_count(len(groups.kept), n, self.policy.sample_multiple)]
         if groups.dropped:
             logger.warning(
@@ -183,7 +186,7 @@ class Trainer:
                 "data-parallel ranks x micro-batch size",
                 self.step + 1, groups.dropped, groups.errors[0], len(groups.kept) - len(kept),
             )  # fmt: skip
-        prompts = [prompts[p] for p in kept]
+        prompts = [prompts[p] for p in kept] if self.is_driver else []
         rollouts = [r for p in kept for r in rollouts[p * n : (p + 1) * n]]
         with timer("reward"):
             scores = self.collectives.run_on_driver(lambda: self._score(prompts, rollouts, n))
@@ -193,10 +196,10 @@ class Trainer:
                 "rollout/unused_groups": float(len(groups.kept) - len(kept)),
                 **reward_metrics(scores, "reward"),
                 **response_metrics(rollouts),
-                **self.prompts.metrics(),
+                **(self.prompts.metrics() if self.prompts else {}),
             }
         )
-        if prompts:
+        if kept:
             metrics.update(self._update(prompts, rollouts, scores, n, timer))
         else:
             logger.error("step %d: no complete group to train on (%s); no update", self.step + 1, groups.errors[:1])
@@ -210,14 +213,18 @@ class Trainer:
     def _update(
         self, prompts: list[Prompt], rollouts: list[Rollout], scores: BatchResult, n: int, timer: PhaseTimer
     ) -> dict[str, float]:
+        """`prompts`: the kept prompts on the driver ([] elsewhere); rollouts and scores: every rank's."""
         rewards = torch.tensor(scores.column("overall"), dtype=torch.float64)
-        groups = prompt_group_ids(len(prompts), n)
+        num_prompts = len(rollouts) // n
+        groups = prompt_group_ids(num_prompts, n)
         advantages = compute_advantages(self.cfg.algorithm.advantage_estimator, rewards, groups)
         # This rank's rows of each optimizer step; the batch holds those only, steps are contiguous slices of it.
-        shares = rank_rows(
-            minibatch_rows(len(prompts), n, self.cfg.trainer.prompts_per_update), *self.policy.data_shard
-        )
-        batch = build_policy_batch(prompts, rollouts, n, advantages, self.pad_id, [i for rows in shares for i in rows])
+        minibatches = minibatch_rows(num_prompts, n, self.cfg.trainer.prompts_per_update)
+        shares = rank_rows(minibatches, *self.policy.data_shard)
+        rows = [i for share in shares for i in share]
+        with timer("scatter_prompts"):
+            own = self.collectives.scatter_from_driver(self._prompts_of_ranks(prompts, minibatches, n))
+        batch = build_policy_batch(own, rollouts, n, advantages, self.pad_id, rows)
         with timer("old_logprobs"):
             batch.old_logprobs, _ = self.policy.compute_logprobs(batch)
         if self.cfg.algorithm.kl_coef > 0:
@@ -241,6 +248,19 @@ class Trainer:
             }
         )
         return metrics
+
+    def _prompts_of_ranks(
+        self, prompts: list[Prompt], minibatches: list[list[int]], n: int
+    ) -> Callable[[int], dict[int, Prompt]] | None:
+        """On the driver: for global rank r, the prompts its DP rows use (by prompt index); None elsewhere."""
+        if not self.is_driver:
+            return None
+
+        def make(rank: int) -> dict[int, Prompt]:
+            rows = [i for share in rank_rows(minibatches, *self.shards[rank]) for i in share]
+            return {p: prompts[p] for p in dict.fromkeys(i // n for i in rows)}
+
+        return make
 
     def _loss(
         self, log_probs: torch.Tensor, batch: PolicyBatch, scale: LossScale
@@ -345,7 +365,7 @@ class Trainer:
         state = TrainerState(
             step=self.step,
             weight_version=self.version,
-            data_state=self.prompts.state_dict(),
+            data_state=self.prompts.state_dict() if self.prompts else {},  # written by the driver only
             rng_state=capture_rng_state(),
         )
         path = save_checkpoint(
@@ -365,7 +385,8 @@ class Trainer:
             return
         state = load_trainer_state(checkpoint)
         self.policy.load_checkpoint(str(checkpoint / "policy"))
-        self.prompts.load_state_dict(state.data_state)
+        if self.prompts is not None:  # the driver's stream; the other ranks read no prompts
+            self.prompts.load_state_dict(state.data_state)
         restore_rng_state(state.rng_state)
         # The generator starts from the HF weights (version 0): the first step's refit gives it the checkpoint's.
         self.step, self.version = state.step, state.weight_version

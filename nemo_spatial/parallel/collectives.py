@@ -3,7 +3,8 @@
 - `Collectives` (the loop's view; `TorchCollectives` over torch.distributed, `LocalCollectives` for one process):
   `run_on_driver(work)` runs `work` on global rank 0 and hands its result (or its failure) to every rank;
   `any_rank(flag)` is true everywhere when true somewhere (a preemption signal may reach one rank only);
-  `barrier()`. A test may inject its own (e.g. a `LocalCollectives` that plays a rank other than the driver).
+  `all_gather(value)`; `scatter_from_driver(make)` hands rank r the object `make(r)` the driver built (each
+  rank's own prompts); `barrier()`. A test may inject its own (`LocalCollectives` is one process).
 - Metric reductions, declared per metric: a metric is a `Metric` (a float that carries its `Reduction`); a
   plain float is a mean. `reduce_metrics(records)` combines per-micro-batch records into the global batch's,
   over DP ranks too (`dp_group`), after taking them from the last pipeline stage (`pp_group`).
@@ -39,6 +40,12 @@ class Collectives(Protocol):
     def run_on_driver(self, work: Callable[[], T]) -> T: ...
 
     def any_rank(self, value: bool) -> bool: ...
+
+    def all_gather(self, value: T) -> list[T]: ...
+
+    def scatter_from_driver(self, make: Callable[[int], T] | None) -> T:
+        """Rank r gets `make(r)`, built on the driver (`make` is None elsewhere)."""
+        ...
 
     def barrier(self) -> None: ...
 
@@ -86,6 +93,22 @@ class TorchCollectives:
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
 
+    def all_gather(self, value: T) -> list[T]:
+        if not self._several:
+            return [value]
+        values: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(values, value)
+        return values
+
+    def scatter_from_driver(self, make: Callable[[int], T] | None) -> T:
+        if not self._several:
+            assert make is not None
+            return make(0)
+        box: list[Any] = [None]
+        pieces = [make(rank) for rank in range(dist.get_world_size())] if self.is_driver and make else None
+        dist.scatter_object_list(box, pieces, src=0)
+        return box[0]  # type: ignore[no-any-return]
+
     def barrier(self) -> None:
         if self._several:
             dist.barrier()
@@ -102,6 +125,13 @@ class LocalCollectives:
 
     def any_rank(self, value: bool) -> bool:
         return value
+
+    def all_gather(self, value: T) -> list[T]:
+        return [value]
+
+    def scatter_from_driver(self, make: Callable[[int], T] | None) -> T:
+        assert make is not None, "one process is its own driver"
+        return make(0)
 
     def barrier(self) -> None:
         return None

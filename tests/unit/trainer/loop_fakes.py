@@ -229,7 +229,8 @@ class FakePolicy:
 
     def save_checkpoint(self, path: str) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)
-        (Path(path) / f"rank{self.rank}.json").write_text(json.dumps({"w": float(self.weight.detach()), "step": self.step}))
+        saved = {"w": float(self.weight.detach()), "step": self.step}
+        (Path(path) / f"rank{self.rank}.json").write_text(json.dumps(saved))
 
     def load_checkpoint(self, path: str) -> dict[str, Any]:
         saved = json.loads((Path(path) / f"rank{self.rank}.json").read_text())

@@ -126,7 +126,7 @@ def _two_rank_worker(rank: int, tmp: str, signal_rank: int | None, restart_calls
         driver = rank == 0
         generator = FakeGenerator(restart_on_calls=set(restart_calls)) if driver else None
         trainer = Trainer(
-            cfg, policy, FakePrompts(), generator, FakeReward() if driver else None,
+            cfg, policy, FakePrompts() if driver else None, generator, FakeReward() if driver else None,
             metrics_logger(cfg, enabled=driver), cfg.run_dir, pad_id=0, decode=decode if driver else None,
             collectives=TorchCollectives(),
         )  # fmt: skip
