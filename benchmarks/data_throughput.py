@@ -3,7 +3,7 @@
     python benchmarks/data_throughput.py [--rows 96] [--workers 2] [--model DIR] [--data SPEC]
 
 Measures PromptStream.next_batch, i.e. parquet row -> JPEG decode -> upstream min/max-pixel resize -> chat
-template -> Qwen2.5-VL processor (patches, expanded image tokens) -> mRoPE position ids, with upstream's pixel
+template -> Qwen2.5-VL processor (patches, expanded image tokens), with upstream's pixel
 bounds (min 512^2, max 2048^2). First in the calling process (num_workers=0: one core), then with worker
 processes (after a warm-up batch, so worker start-up is not counted). Images per CPU-second (CPU time of the
 trainer process and its workers) is the per-core rate on a machine shared with other work. Default data:
@@ -60,7 +60,7 @@ def _stage_breakdown(cfg: DataConfig, model: str, n: int) -> dict[str, float]:
     processor = stream.dataset.processor
     rows = [stream.dataset.rows[i : i + 1].to_pylist()[0] for i in range(n)]
     processor(0, rows[0])  # warm-up
-    timings = {"decode+resize": 0.0, "whole sample (decode to position ids)": 0.0}
+    timings = {"decode+resize": 0.0, "whole sample (decode to processor outputs)": 0.0}
     for index, row in enumerate(rows):
         t0 = time.perf_counter()
         prepare_image(row[cfg.image_key], cfg.min_pixels, cfg.max_pixels)
@@ -68,7 +68,7 @@ def _stage_breakdown(cfg: DataConfig, model: str, n: int) -> dict[str, float]:
         processor(index, row)
         t2 = time.perf_counter()
         timings["decode+resize"] += t1 - t0
-        timings["whole sample (decode to position ids)"] += t2 - t1
+        timings["whole sample (decode to processor outputs)"] += t2 - t1
     return {k: 1000 * v / n for k, v in timings.items()}
 
 

@@ -58,18 +58,19 @@ def make_batch(model_dir: Path, samples: int) -> dict[str, torch.Tensor]:
     }
 
 
-def loss_fn(logprobs, old_logprobs, ref_logprobs, advantages, response_mask, *, scale):  # type: ignore[no-untyped-def]
-    return -(advantages[:, None] * logprobs * response_mask).sum() / scale.num_tokens, {}
+def loss_fn(log_probs, batch, scale):  # type: ignore[no-untyped-def]
+    return -(batch.advantages[:, None] * log_probs * batch.response_mask).sum() / scale.num_tokens, {}
 
 
 def worker(rank: int, model_dir: str, tensors: dict, parallel: dict, steps: int) -> dict[str, float]:
-    from nemo_spatial.models.qwen25_vl.batch import PolicyBatch
+    from nemo_spatial.batch import PolicyBatch
     from nemo_spatial.models.qwen25_vl.config import PolicyConfig
     from nemo_spatial.models.qwen25_vl.policy import MegatronPolicy
     from nemo_spatial.parallel.config import ParallelConfig
 
     batch = PolicyBatch(**tensors)
     policy = MegatronPolicy(PolicyConfig(hf_path=model_dir, max_seq_length=512), ParallelConfig(**parallel))
+    batch = batch.shard(*policy.data_shard)  # each rank trains on its data-parallel share
     policy.train_step(batch, loss_fn)  # warm-up
     times = []
     for _ in range(steps):

@@ -94,7 +94,7 @@ def write_config(shape: dict[str, Any], directory: Path) -> Path:
 
 def make_micro_batches(config: dict, args: argparse.Namespace) -> list[Any]:
     """Micro-batches of full-length samples, each with one image of image_size^2 pixels at the prompt start."""
-    from nemo_spatial.models.qwen25_vl.batch import MicroBatch, PolicyBatch
+    from nemo_spatial.batch import MicroBatch, PolicyBatch
 
     grid = args.image_size // PATCH
     image_tokens = (grid // MERGE) ** 2

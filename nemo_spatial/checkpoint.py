@@ -7,9 +7,10 @@ Layout of `<run_dir>/checkpoints/`:
         COMPLETE            written last: a directory without it is an interrupted save and is ignored
     latest                  text file naming the newest complete checkpoint, replaced atomically
 
-A save writes into `step_N.tmp-<pid>/`, marks it COMPLETE, renames it to `step_N/` and then replaces
-`latest` with an atomic rename, so a crash at any point leaves the previous checkpoint intact and `latest`
-naming a complete one. `keep_last` older checkpoints are kept; the rest are deleted after a successful save.
+A save writes into `step_N.tmp/` (the same name on every rank: it is derived from the step alone), marks it
+COMPLETE, renames it to `step_N/` and then replaces `latest` with an atomic rename, so a crash at any point
+leaves the previous checkpoint intact and `latest` naming a complete one. `keep_last` older checkpoints are
+kept; the rest are deleted after a successful save.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Under torchrun or SLURM's srun (RANK and WORLD_SIZE set), every process runs the trainer (SPMD). Started
 plainly, it runs `--nproc` local processes (default 1) over gloo on CPU / NCCL on GPU. Every rank builds the
-policy shard and reads the prompt stream; the driver (rank 0) also starts the generation server and the
-reward client, writes the run's config and revision, and logs. Everything is stopped on exit, also on errors.
+policy shard; the driver (rank 0) also reads the prompt stream, starts the generation server and the reward
+client, writes the run's config and revision, and logs. Everything is stopped on exit, also on errors.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from nemo_spatial.config import Config, load_config, to_yaml, write_run_metadata
-from nemo_spatial.errors import ConfigError
 
 logger = logging.getLogger("nemo_spatial.train")
 
@@ -41,7 +40,6 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["MASTER_PORT"] = str(free_port())
         run(cfg)
         return 0
-    check_restart_policy(cfg, args.nproc)  # before starting processes that would each fail on it
     from nemo_spatial.parallel.launch import spawn
 
     spawn(_spawned_worker, nprocs=args.nproc, args=(to_yaml(cfg),))
@@ -64,7 +62,6 @@ def run(cfg: Config) -> None:
     from nemo_spatial.trainer import Trainer
 
     driver = int(os.environ.get("RANK", "0")) == 0
-    check_restart_policy(cfg, int(os.environ.get("WORLD_SIZE", "1")))
     run_dir = cfg.run_dir
     model_dir = cfg.policy.hf_path
     if driver:
@@ -72,11 +69,10 @@ def run(cfg: Config) -> None:
     with ExitStack() as stack:
         generator, reward, decode = _driver_services(cfg, model_dir, run_dir, stack) if driver else (None, None, None)
         policy = _build_policy(cfg)
-        if generator is not None and hasattr(generator, "weights_provider"):
-            # generation.on_server_death=restart re-pushes the current weights to the new server.
-            generator.weights_provider = policy.named_hf_weights
-        prompts = PromptStream.open(cfg.data, "train", processor_path=model_dir)
-        stack.callback(prompts.close)
+        # The driver alone reads and prepares prompts; each rank gets those of its own rows from it.
+        prompts = PromptStream.open(cfg.data, "train", processor_path=model_dir) if driver else None
+        if prompts is not None:
+            stack.callback(prompts.close)
         val = PromptStream.open(cfg.data, "val", processor_path=model_dir) if driver and cfg.data.val_files else None
         metrics = MetricsLogger(cfg.logging, run_dir, cfg.run.name, cfg.trainer.total_steps, enabled=driver)
         stack.callback(metrics.close)
@@ -86,16 +82,6 @@ def run(cfg: Config) -> None:
         trainer.fit()
     if driver:
         logger.info("done: %d steps; outputs in %s", trainer.step, Path(run_dir).resolve())
-
-
-def check_restart_policy(cfg: Config, world_size: int) -> None:
-    """A restarted server needs the current weights, which the driver can only export alone in a 1-process run."""
-    if cfg.generation.on_server_death == "restart" and world_size > 1:
-        raise ConfigError(
-            f"generation.on_server_death=restart works with one trainer process, and this run has {world_size}: "
-            "the weight export that re-syncs a restarted server is collective over every rank. Use "
-            "on_server_death=stop (the run stops with its last checkpoint; a resumed run starts a new server)"
-        )
 
 
 def _driver_services(cfg: Config, model_dir: str, run_dir: Path, stack: ExitStack) -> tuple[Any, Any, Any]:

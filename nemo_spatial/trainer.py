@@ -1,41 +1,53 @@
-"""The GRPO loop: prompts -> rollouts -> rewards -> advantages -> policy updates -> weight sync, every step.
+"""The GRPO loop: prompts -> rollouts -> rewards -> advantages -> policy updates, with the weights refit to the
+generator at every step boundary.
 
 One step, as SpatialThinker's (EasyR1/veRL) trainer runs it:
- 1. the next `trainer.prompts_per_step` prompts (every rank reads the same, seeded, resumable stream);
- 2. the driver (global rank 0) asks the generator for n samples each, with the step's own sampling seed, and
-    refuses rollouts from a stale weight version; groups the generator could not run are dropped whole;
- 3. the driver scores them (in-process or the remote reward service) and broadcasts rollouts and rewards;
- 4. GRPO advantages per group of n (groups by prompt index, never by text);
- 5. the policy's log-probs of the sampled tokens before any update (`old`) and under the initial weights
-    (`ref`, for the KL term);
- 6. `prompts_per_step / prompts_per_update` optimizer steps (x ppo_epochs), each over whole groups;
- 7. the new weights go to the generator (version + 1), so the next rollouts are on-policy;
+ 1. the driver reads and prepares the next `trainer.prompts_per_step` prompts (the seeded, resumable stream;
+    each prompt's image is decoded, resized and processed once per step, on the driver only);
+ 2. refit: when the generator does not hold the policy's current weight version (after an update, after a
+    resume, after a restarted generation server), every rank walks the policy's (collective) weight export and
+    the driver streams it to the generator;
+ 3. the driver (global rank 0) asks the generator for n samples each and refuses rollouts from a stale weight
+    version; a generator restarted mid-request is refit and asked again; groups the generator could not run
+    are dropped whole;
+ 4. the driver scores them (in-process or the remote reward service) and broadcasts rollouts and rewards;
+ 5. GRPO advantages per group of n (groups by prompt index, never by text);
+ 6. the driver hands each rank the prompts of its data-parallel rows only (rollouts.rank_rows), and each rank
+    builds the batch of those rows, each prompt's image held once; the policy's log-probs of
+    the sampled tokens before any update (`old`) and under the initial weights (`ref`, for the KL term);
+ 7. `prompts_per_step / prompts_per_update` optimizer steps (x ppo_epochs), each over whole groups;
  8. metrics; validation every `val_every` steps; a checkpoint every `save_every` steps, at the end, and when
     SIGTERM/SIGUSR1 asks for one (then the loop exits cleanly).
+Step counters: `step` counts finished GRPO steps (the metrics' x axis, checkpoint names, the data position);
+`version` counts the policy's weight updates (+1 after a step that ran its optimizer steps), the version the
+generator must hold and that every rollout carries; they differ only after steps that trained nothing (no
+complete group). The policy's own `step` counts optimizer steps (several per GRPO step; a step skipped for a
+non-finite gradient does not count); it drives the LR schedule and lives in the policy checkpoint.
 Departures from upstream: mini-batches are taken in rollout order (upstream shuffles the rollout batch
 first; with one PPO epoch every sample is used once either way). Sampling is not seeded per request
 (`generation.sampling.seed` stays as configured): vLLM's CPU build crashes on per-request seeds ("CPU
 Generator does not use offset"), so a resumed run continues with the same prompts and weights but fresh
 samples.
-The loop sees only interfaces: the policy (models.qwen25_vl.MegatronPolicy), a `Generator`, a `RewardClient`,
-and the prompt streams; it never touches Megatron or vLLM types.
+The loop sees only the interfaces of nemo_spatial.contracts (Policy, Generator, RewardClient, PromptSource,
+Collectives) and the neutral batch (nemo_spatial.batch); it never touches Megatron, vLLM or a reward's internals.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from nemo_spatial.algorithms import actor_loss, compute_advantages, prompt_group_ids, zero_variance_group_fraction
-from nemo_spatial.algorithms.loss import metric_reduction
+from nemo_spatial.algorithms.aggregation import LossScale
+from nemo_spatial.batch import PolicyBatch
 from nemo_spatial.checkpoint import (
     TrainerState,
     capture_rng_state,
@@ -45,13 +57,39 @@ from nemo_spatial.checkpoint import (
     save_checkpoint,
 )
 from nemo_spatial.config import Config
+from nemo_spatial.contracts import Policy, Prompt, PromptSource, RewardClient
 from nemo_spatial.errors import ConfigError
-from nemo_spatial.generation.types import GenerationRequest, Generator, Rollout, require_version
+from nemo_spatial.fileio import atomic_write_text
+from nemo_spatial.generation.config import SamplingConfig
+from nemo_spatial.generation.types import (
+    GenerationRequest,
+    Generator,
+    GeneratorRestartedError,
+    Rollout,
+    SyncStats,
+    require_version,
+)
 from nemo_spatial.logging_sinks import MetricsLogger
+from nemo_spatial.parallel.collectives import (
+    Collectives,
+    DriverFailedError,
+    Reduction,
+    TorchCollectives,
+    any_rank,
+    reduction_of,
+    run_on_driver,
+)
 from nemo_spatial.preemption import PreemptionFlag
-from nemo_spatial.reward import COMPONENTS, BatchResult, RewardSample
-from nemo_spatial.reward.parsing import parse_scene
-from nemo_spatial.rollouts import build_policy_batch, keep_complete_groups, trainable_group_count
+from nemo_spatial.reward import BatchResult, RewardSample
+from nemo_spatial.rollouts import (
+    build_policy_batch,
+    keep_complete_groups,
+    minibatch_rows,
+    rank_rows,
+    trainable_group_count,
+)
+
+__all__ = ["DriverFailedError", "PhaseTimer", "Trainer", "any_rank", "minibatch_rows", "run_on_driver"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,29 +100,32 @@ class Trainer:
     def __init__(
         self,
         cfg: Config,
-        policy: Any,
-        prompts: Any,
+        policy: Policy,
+        prompts: PromptSource | None,
         generator: Generator | None,
-        reward: Any,
+        reward: RewardClient | None,
         metrics: MetricsLogger,
         run_dir: Path,
         pad_id: int,
         decode: Callable[[list[int]], str] | None = None,
-        val_prompts: Any = None,
+        val_prompts: PromptSource | None = None,
+        collectives: Collectives | None = None,
     ) -> None:
         self.cfg, self.policy, self.prompts, self.val_prompts = cfg, policy, prompts, val_prompts
         self.generator, self.reward, self.metrics = generator, reward, metrics
         self.run_dir, self.pad_id, self.decode = run_dir, pad_id, decode
-        self.is_driver = not dist.is_initialized() or dist.get_rank() == 0
-        if self.is_driver and (generator is None or reward is None):
-            raise ValueError("the driver rank needs a generator and a reward client")
+        self.collectives: Collectives = collectives or TorchCollectives()
+        self.is_driver = self.collectives.is_driver
+        if self.is_driver and (prompts is None or generator is None or reward is None or decode is None):
+            raise ValueError("the driver rank needs the prompt stream, a generator, a reward client and decode")
         # Decided from the config, so that every rank takes part in the validation broadcast or none does.
         self.validates = cfg.trainer.val_every > 0 and bool(cfg.data.val_files)
         if self.validates and self.is_driver and val_prompts is None:
             raise ValueError("data.val_files is set, so the driver needs the validation prompt stream")
         self._check_update_split()
-        self.step = 0
-        self.version = 0
+        self.shards = self.collectives.all_gather(policy.data_shard)  # every rank's (DP rank, DP size)
+        self.step = 0  # finished GRPO steps
+        self.version = 0  # weight updates of the policy (what the generator must hold); see the module docstring
 
     def _check_update_split(self) -> None:
         """Every optimizer step's samples must split over the policy's DP ranks x micro-batch size."""
@@ -116,7 +157,7 @@ class Trainer:
                 finished = self.step == tc.total_steps
                 # Every rank must take the same branch (the save is collective), and a signal may reach the
                 # ranks at different moments or only some of them: stop when any rank was asked to.
-                stop = any_rank(flag.requested)
+                stop = self.collectives.any_rank(flag.requested)
                 if stop or finished or (tc.save_every and self.step % tc.save_every == 0):
                     self.save()
                 if stop:
@@ -130,11 +171,14 @@ class Trainer:
         """One GRPO step (see the module docstring); returns its metrics."""
         timer = PhaseTimer()
         n = self.cfg.generation.sampling.n
-        prompts = self.prompts.next_batch(self.cfg.trainer.prompts_per_step)
+        prompts = list(self.prompts.next_batch(self.cfg.trainer.prompts_per_step)) if self.prompts else []
+        metrics: dict[str, float] = {}
+        with timer("sync"):
+            metrics.update(self.refit())
         with timer("generate"):
-            rollouts = self._on_driver(lambda: self._generate(prompts, self.cfg.generation.sampling))
+            rollouts = self._rollouts(prompts, self.cfg.generation.sampling)
         require_version([r for r in rollouts if r.ok], self.version)
-        groups = keep_complete_groups(rollouts, len(prompts), n)
+        groups = keep_complete_groups(rollouts, len(rollouts) // n, n)
         kept = groups.kept[: trainable_group_count(len(groups.kept), n, self.policy.sample_multiple)]
         if groups.dropped:
             logger.warning(
@@ -142,17 +186,20 @@ class Trainer:
                 "data-parallel ranks x micro-batch size",
                 self.step + 1, groups.dropped, groups.errors[0], len(groups.kept) - len(kept),
             )  # fmt: skip
-        prompts = [prompts[p] for p in kept]
+        prompts = [prompts[p] for p in kept] if self.is_driver else []
         rollouts = [r for p in kept for r in rollouts[p * n : (p + 1) * n]]
         with timer("reward"):
-            scores: BatchResult = self._on_driver(lambda: self._score(prompts, rollouts, n))
-        metrics = {
-            "rollout/dropped_groups": float(groups.dropped),
-            "rollout/unused_groups": float(len(groups.kept) - len(kept)),
-            **reward_metrics(scores, "reward"),
-        }
-        metrics.update(response_metrics(rollouts))
-        if prompts:
+            scores = self.collectives.run_on_driver(lambda: self._score(prompts, rollouts, n))
+        metrics.update(
+            {
+                "rollout/dropped_groups": float(groups.dropped),
+                "rollout/unused_groups": float(len(groups.kept) - len(kept)),
+                **reward_metrics(scores, "reward"),
+                **response_metrics(rollouts),
+                **(self.prompts.metrics() if self.prompts else {}),
+            }
+        )
+        if kept:
             metrics.update(self._update(prompts, rollouts, scores, n, timer))
         else:
             logger.error("step %d: no complete group to train on (%s); no update", self.step + 1, groups.errors[:1])
@@ -164,24 +211,32 @@ class Trainer:
         return metrics
 
     def _update(
-        self, prompts: list[Any], rollouts: list[Rollout], scores: BatchResult, n: int, timer: PhaseTimer
+        self, prompts: list[Prompt], rollouts: list[Rollout], scores: BatchResult, n: int, timer: PhaseTimer
     ) -> dict[str, float]:
+        """`prompts`: the kept prompts on the driver ([] elsewhere); rollouts and scores: every rank's."""
         rewards = torch.tensor(scores.column("overall"), dtype=torch.float64)
-        groups = prompt_group_ids(len(prompts), n)
+        num_prompts = len(rollouts) // n
+        groups = prompt_group_ids(num_prompts, n)
         advantages = compute_advantages(self.cfg.algorithm.advantage_estimator, rewards, groups)
-        batch = build_policy_batch(prompts, rollouts, n, advantages, self.pad_id)
+        # This rank's rows of each optimizer step; the batch holds those only, steps are contiguous slices of it.
+        minibatches = minibatch_rows(num_prompts, n, self.cfg.trainer.prompts_per_update)
+        shares = rank_rows(minibatches, *self.policy.data_shard)
+        rows = [i for share in shares for i in share]
+        with timer("scatter_prompts"):
+            own = self.collectives.scatter_from_driver(self._prompts_of_ranks(prompts, minibatches, n))
+        batch = build_policy_batch(own, rollouts, n, advantages, self.pad_id, rows)
         with timer("old_logprobs"):
             batch.old_logprobs, _ = self.policy.compute_logprobs(batch)
         if self.cfg.algorithm.kl_coef > 0:
             with timer("ref_logprobs"):
                 batch.ref_logprobs = self.policy.reference_logprobs(batch)
+        bounds = torch.cumsum(torch.tensor([0] + [len(rows) for rows in shares]), 0).tolist()
         updates: list[dict[str, float]] = []
         with timer("update"):
             for _ in range(self.cfg.trainer.ppo_epochs):
-                for rows in minibatch_rows(len(prompts), n, self.cfg.trainer.prompts_per_update):
-                    updates.append(self.policy.train_step(batch.select(rows), self._loss))
-        with timer("sync"):
-            sync = self._sync_weights()
+                for first, last in itertools.pairwise(bounds):
+                    updates.append(self.policy.train_step(batch.select(list(range(first, last))), self._loss))
+        self.version += 1  # the policy's weights changed: the next step's refit pushes them
         metrics = {_prefixed("actor/", name): value for name, value in combine_update_metrics(updates).items()}
         metrics.update(
             {
@@ -190,45 +245,63 @@ class Trainer:
                 "advantage/max": float(advantages.max()),
                 "advantage/min": float(advantages.min()),
                 "advantage/zero_variance_groups": float(zero_variance_group_fraction(rewards, groups)),
-                **sync,
             }
         )
         return metrics
 
+    def _prompts_of_ranks(
+        self, prompts: list[Prompt], minibatches: list[list[int]], n: int
+    ) -> Callable[[int], dict[int, Prompt]] | None:
+        """On the driver: for global rank r, the prompts its DP rows use (by prompt index); None elsewhere."""
+        if not self.is_driver:
+            return None
+
+        def make(rank: int) -> dict[int, Prompt]:
+            rows = [i for share in rank_rows(minibatches, *self.shards[rank]) for i in share]
+            return {p: prompts[p] for p in dict.fromkeys(i // n for i in rows)}
+
+        return make
+
     def _loss(
-        self,
-        logprobs: torch.Tensor,
-        old_logprobs: torch.Tensor,
-        ref_logprobs: torch.Tensor | None,
-        advantages: torch.Tensor,
-        response_mask: torch.Tensor,
-        *,
-        scale: Any,
-        rollout_log_probs: torch.Tensor | None = None,
-        **_: Any,
+        self, log_probs: torch.Tensor, batch: PolicyBatch, scale: LossScale
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        if batch.old_logprobs is None or batch.advantages is None:
+            raise ValueError("the GRPO loss needs the batch's old_logprobs and advantages")
         out = actor_loss(
             self.cfg.algorithm,
-            logprobs,
-            old_logprobs,
-            advantages,
-            response_mask,
-            ref_log_probs=ref_logprobs,
-            rollout_log_probs=rollout_log_probs,
+            log_probs,
+            batch.old_logprobs,
+            batch.advantages,
+            batch.response_mask,
+            ref_log_probs=batch.ref_logprobs,
+            rollout_log_probs=batch.rollout_log_probs,
             scale=scale,
         )
         return out.loss, out.metrics()
 
-    # ---- the driver's side: generation, reward, weight sync ------------------------------------------------
-    def _generate(self, prompts: Sequence[Any], sampling: Any) -> list[Rollout]:
+    # ---- the driver's side: generation, reward; weight sync on every rank ---------------------------------
+    def _rollouts(self, prompts: Sequence[Prompt], sampling: SamplingConfig) -> list[Rollout]:
+        """The driver's rollouts on every rank; a generator restarted on the way is refit, then asked again."""
+        for _ in range(2):
+            rollouts = self.collectives.run_on_driver(lambda: self._generate_unless_restarted(prompts, sampling))
+            if rollouts is not None:
+                return rollouts
+            self.refit()
+        raise DriverFailedError("the generation server was restarted twice within one request")
+
+    def _generate_unless_restarted(self, prompts: Sequence[Prompt], sampling: SamplingConfig) -> list[Rollout] | None:
         assert self.generator is not None
         requests = [
             GenerationRequest(prompt_id=f"{self.step}:{i}", prompt_token_ids=list(p.raw_prompt_ids), images=[p.image])
             for i, p in enumerate(prompts)
         ]
-        return self.generator.generate(requests, sampling)
+        try:
+            return self.generator.generate(requests, sampling)
+        except GeneratorRestartedError as error:
+            logger.error("step %d: %s", self.step + 1, error)
+            return None
 
-    def _score(self, prompts: Sequence[Any], rollouts: Sequence[Rollout], n: int) -> BatchResult:
+    def _score(self, prompts: Sequence[Prompt], rollouts: Sequence[Rollout], n: int) -> BatchResult:
         assert self.decode is not None and self.reward is not None
         samples = [
             RewardSample(self.decode(r.token_ids), prompts[i // n].ground_truth, prompts[i // n].problem)
@@ -236,48 +309,72 @@ class Trainer:
         ]
         return self.reward.score_batch(samples)
 
-    def _sync_weights(self) -> dict[str, float]:
-        """Every rank walks the (collective) weight export; the driver streams it to the generator."""
-        self.version += 1
-        named = self.policy.named_hf_weights()
-        if not self.is_driver:
-            for _ in named:
-                pass
-            return {}
-        assert self.generator is not None
-        stats = self.generator.update_weights(named, self.version)
-        return {"sync/seconds": stats.seconds, "sync/gb_per_s": stats.gb_per_s, "sync/bytes": float(stats.num_bytes)}
+    def refit(self) -> dict[str, float]:
+        """Give the generator the policy's current weights unless it holds them (every rank calls this).
 
-    def _on_driver(self, work: Callable[[], Any]) -> Any:
-        return run_on_driver(work, self.is_driver)
+        The weight export is collective, so every rank walks it; the driver streams it into the generator. A
+        generator restarted during the push (at weight version 0 again) is pushed to once more.
+        """
+        for _ in range(1 + max(self.cfg.generation.max_restarts, 0)):
+            current = self.collectives.run_on_driver(self._generator_version)
+            if current == self.version:
+                return {}
+            named = self.policy.named_hf_weights()
+            if not self.is_driver:
+                for _ in named:  # take part in the collective export
+                    pass
+            stats = self.collectives.run_on_driver(partial(self._push, named))
+            if stats is not None:
+                return {
+                    "sync/seconds": stats.seconds,
+                    "sync/gb_per_s": stats.gb_per_s,
+                    "sync/bytes": float(stats.num_bytes),
+                }
+        raise DriverFailedError(f"weight version {self.version} could not reach the generator")
+
+    def _generator_version(self) -> int:
+        assert self.generator is not None
+        return self.generator.weight_version
+
+    def _push(self, named: Iterator[tuple[str, torch.Tensor]]) -> SyncStats | None:
+        assert self.generator is not None
+        try:
+            return self.generator.update_weights(named, self.version)
+        except GeneratorRestartedError as error:
+            for _ in named:  # finish the collective export the other ranks are in
+                pass
+            logger.error("weight sync of version %d: %s", self.version, error)
+            return None
 
     # ---- validation, samples, checkpoints -----------------------------------------------------------------
     def validate(self) -> dict[str, float]:
         """Greedy-ish (temperature 0.5, n=1) rollouts on the validation prompts, scored; driver metrics."""
+        sampling = self.cfg.generation.val_sampling
 
-        def run() -> dict[str, float]:
-            prompts = list(_take(self.val_prompts.one_pass(), self.cfg.trainer.val_prompts))
-            rollouts = self._generate(prompts, self.cfg.generation.val_sampling)
-            scores = self._score(prompts, rollouts, self.cfg.generation.val_sampling.n)
-            return reward_metrics(scores, "val/reward")
+        def prompts() -> list[Prompt]:
+            assert self.val_prompts is not None
+            return list(_take(self.val_prompts.one_pass(), self.cfg.trainer.val_prompts))
 
-        return self._on_driver(run)
+        chosen: list[Prompt] = prompts() if self.is_driver else []
+        rollouts = self._rollouts(chosen, sampling)
+        return self.collectives.run_on_driver(
+            lambda: reward_metrics(self._score(chosen, rollouts, sampling.n), "val/reward")
+        )
 
     def save(self) -> Path:
         state = TrainerState(
             step=self.step,
             weight_version=self.version,
-            data_state=self.prompts.state_dict(),
+            data_state=self.prompts.state_dict() if self.prompts else {},  # written by the driver only
             rng_state=capture_rng_state(),
         )
-        barrier = dist.barrier if dist.is_initialized() else (lambda: None)
         path = save_checkpoint(
             self.run_dir,
             state,
             lambda target: self.policy.save_checkpoint(str(target)),
             keep_last=self.cfg.trainer.keep_last,
             is_writer=self.is_driver,
-            barrier=barrier,
+            barrier=self.collectives.barrier,
         )
         logger.info("checkpoint %s", path)
         return path
@@ -288,79 +385,40 @@ class Trainer:
             return
         state = load_trainer_state(checkpoint)
         self.policy.load_checkpoint(str(checkpoint / "policy"))
-        self.prompts.load_state_dict(state.data_state)
+        if self.prompts is not None:  # the driver's stream; the other ranks read no prompts
+            self.prompts.load_state_dict(state.data_state)
         restore_rng_state(state.rng_state)
-        self.step, self.version = state.step, state.weight_version - 1
+        # The generator starts from the HF weights (version 0): the first step's refit gives it the checkpoint's.
+        self.step, self.version = state.step, state.weight_version
         self.metrics.resumed_at(self.step)
-        self._sync_weights()  # the generator restarts from the HF weights: give it the checkpoint's
         logger.info("resumed from %s at step %d", checkpoint, self.step)
 
     def _sample_due(self) -> bool:
         every = self.cfg.logging.rollout_sample_every
         return every > 0 and (self.step + 1) % every == 0
 
-    def _save_rollout_sample(self, prompts: list[Any], rollouts: list[Rollout], scores: BatchResult) -> None:
-        """The first prompt's group for a person: prompt, image, ground truth (with its scene graph), each response,
-        the scene graph parsed from it, and its reward breakdown."""
-        if not prompts or self.decode is None:
+    def _save_rollout_sample(self, prompts: list[Prompt], rollouts: list[Rollout], scores: BatchResult) -> None:
+        """The first prompt's group for a person: prompt, image, ground truth, each response, what the reward read
+        from it (reward.sample_fields: the scene graph for SpatialThinker), and its reward breakdown."""
+        if not prompts or self.decode is None or self.reward is None:
             return
         n = self.cfg.generation.sampling.n
         folder = self.run_dir / "rollouts" / f"step_{self.step + 1:06d}"
         folder.mkdir(parents=True, exist_ok=True)
         prompts[0].image.save(folder / "image.png")
-        record = {
-            "prompt": prompts[0].problem,
-            "ground_truth": prompts[0].ground_truth,
-            "samples": [
+        samples = []
+        for i, response in enumerate(self.decode(r.token_ids) for r in rollouts[:n]):
+            fields = self.reward.sample_fields(response)
+            samples.append(
                 {
                     "response": response,
-                    # The <scene> block as the reward read it ({} when missing or not valid JSON).
-                    "scene_graph": parse_scene(response),
+                    **fields,
                     "reward": scores.results[i].components(),
                     "error": scores.results[i].error,
                 }
-                for i, response in enumerate(self.decode(r.token_ids) for r in rollouts[:n])
-            ],
-        }
-        (folder / "rollouts.json").write_text(json.dumps(record, indent=2) + "\n")
-
-
-class DriverFailedError(RuntimeError):
-    """Raised on the other ranks when the driver's work (generation, reward) failed; the driver raises its own."""
-
-
-def run_on_driver(work: Callable[[], Any], is_driver: bool) -> Any:
-    """Run `work` on the driver and hand its (picklable) result to every rank.
-
-    A failure on the driver (a dead generation server, an unreachable reward service) is broadcast too, so
-    every rank stops with it instead of waiting in the collective until its timeout; the last checkpoint
-    stays as it was.
-    """
-    result: Any = None
-    failure: BaseException | None = None
-    if is_driver:
-        try:
-            result = work()
-        except Exception as error:  # noqa: BLE001 - re-raised below on every rank
-            failure = error
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        box = [(result, None if failure is None else f"{type(failure).__name__}: {failure}")]
-        dist.broadcast_object_list(box, src=0)
-        result, message = box[0]
-        if message is not None and failure is None:
-            raise DriverFailedError(f"rank 0 failed: {message}")
-    if failure is not None:
-        raise failure
-    return result
-
-
-def any_rank(value: bool) -> bool:
-    """True on every rank when `value` is true on at least one (a collective; plain `value` without one)."""
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
-        return value
-    values: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(values, value)
-    return any(values)
+            )
+        record = {"prompt": prompts[0].problem, "ground_truth": prompts[0].ground_truth, "samples": samples}
+        atomic_write_text(folder / "rollouts.json", json.dumps(record, indent=2) + "\n")
 
 
 class PhaseTimer:
@@ -386,20 +444,12 @@ class PhaseTimer:
         return {**{f"timing/{k}_s": v for k, v in self.seconds.items()}, "timing/step_s": self.total}
 
 
-def minibatch_rows(num_prompts: int, n: int, prompts_per_update: int) -> list[list[int]]:
-    """Rows of each optimizer step: whole groups of n, `prompts_per_update` groups at a time, in order."""
-    return [
-        list(range(first * n, min(first + prompts_per_update, num_prompts) * n))
-        for first in range(0, num_prompts, prompts_per_update)
-    ]
-
-
 def reward_metrics(scores: BatchResult, prefix: str) -> dict[str, float]:
     """Per component (overall included): mean and distribution (p10/p50/p90, std, min, max); unscorable count."""
     metrics: dict[str, float] = {f"{prefix}/errors": float(scores.n_errors)}
     if not scores.results:
         return metrics
-    for name in COMPONENTS:
+    for name in scores.results[0].components():
         values = torch.tensor(scores.column(name), dtype=torch.float64)
         metrics[f"{prefix}/{name}/mean"] = float(values.mean())
         for q in (0.1, 0.5, 0.9):
@@ -422,18 +472,22 @@ def response_metrics(rollouts: Sequence[Rollout]) -> dict[str, float]:
     }
 
 
-def combine_update_metrics(records: Sequence[dict[str, float]]) -> dict[str, float]:
-    """One step's metrics from its optimizer updates' (each already global): maxima maxed, the rest averaged."""
+def combine_update_metrics(records: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """One step's metrics from its optimizer updates' (each already global): a metric declared MAX is maxed, every
+    other one averaged over the updates (a loss of the step is the mean of its updates' global losses)."""
     keys = sorted({key for record in records for key in record})
     values = {key: [r[key] for r in records if key in r] for key in keys}
-    return {key: max(vals) if metric_reduction(key) == "max" else sum(vals) / len(vals) for key, vals in values.items()}
+    return {
+        key: max(vals) if reduction_of(vals[0]) is Reduction.MAX else sum(vals) / len(vals)
+        for key, vals in values.items()
+    }
 
 
 def _prefixed(prefix: str, name: str) -> str:
     return name if name.startswith(prefix) else prefix + name
 
 
-def _take(items: Iterator[Any], limit: int) -> Iterator[Any]:
+def _take(items: Iterator[Prompt], limit: int) -> Iterator[Prompt]:
     for count, item in enumerate(items):
         if limit and count >= limit:
             return

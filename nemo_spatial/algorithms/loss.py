@@ -19,18 +19,25 @@ from nemo_spatial.algorithms.config import AlgorithmConfig
 from nemo_spatial.algorithms.kl import KLOutput, kl_loss
 from nemo_spatial.algorithms.policy_loss import POLICY_LOSSES, PolicyLossOutput
 from nemo_spatial.algorithms.rollout_correction import MismatchMetrics, rollout_mismatch_metrics, truncated_is_weights
+from nemo_spatial.parallel.collectives import Metric, Reduction
 
 # Per micro-batch, a loss is that micro-batch's share of the global-batch loss (LossScale), so the global value
-# is their sum, as is the token count; a maximum stays a maximum; every other metric is a mean.
-SUMMED_METRICS = ("loss", "pg_loss", "kl_loss", "num_tokens")
+# is their sum, as is the token count; a maximum stays a maximum; every other metric is a mean. Declared per
+# metric (parallel.collectives reduces by these), never guessed from a name.
+METRIC_REDUCTIONS: dict[str, Reduction] = {
+    "actor/loss": Reduction.SUM,
+    "actor/pg_loss": Reduction.SUM,
+    "actor/kl_loss": Reduction.SUM,
+    "actor/num_tokens": Reduction.SUM,
+    "actor/ratio_max": Reduction.MAX,
+    "mismatch/num_tokens": Reduction.SUM,
+    "mismatch/prob_abs_diff_max": Reduction.MAX,
+}
 
 
-def metric_reduction(key: str) -> str:
-    """How a metric's per-micro-batch values combine into the global batch's: "sum", "max" or "mean"."""
-    name = key.rsplit("/", 1)[-1]
-    if name in SUMMED_METRICS:
-        return "sum"
-    return "max" if name.endswith("_max") else "mean"
+def declared(metrics: dict[str, float]) -> dict[str, float]:
+    """`metrics` with each value a `Metric` of its declared reduction (a mean when not in METRIC_REDUCTIONS)."""
+    return {key: Metric(value, METRIC_REDUCTIONS.get(key, Reduction.MEAN)) for key, value in metrics.items()}
 
 
 @dataclass
@@ -41,14 +48,14 @@ class ActorLossOutput:
     mismatch: MismatchMetrics | None
 
     def metrics(self) -> dict[str, float]:
-        """Flat floats for logging (calls .item(): once per micro-batch, after backward)."""
+        """Flat `Metric`s (floats with their reduction) for logging; calls .item() once per micro-batch."""
         out = {"actor/pg_loss": self.policy.loss.item(), "actor/loss": self.loss.item()}
         out.update(self.policy.metrics.to_dict("actor/"))
         if self.kl is not None:
             out.update({"actor/kl_loss": self.kl.loss.item(), "actor/kl_mean": self.kl.mean.item()})
         if self.mismatch is not None:
             out.update(self.mismatch.to_dict("mismatch/"))
-        return out
+        return declared(out)
 
 
 def actor_loss(

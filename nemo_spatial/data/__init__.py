@@ -2,8 +2,8 @@
 
     from nemo_spatial.data import DataConfig, PromptStream
     stream = PromptStream.open(cfg.data, "train", processor_path=model_dir)
-    batch = stream.next_batch(8)     # PromptSample: raw_prompt_ids + image for vLLM, input_ids/position_ids/
-                                     # pixel_values/image_grid_thw for the policy, ground_truth + problem for the reward
+    batch = stream.next_batch(8)     # PromptSample: raw_prompt_ids + image for vLLM, input_ids/pixel_values/
+                                     # image_grid_thw for the policy, ground_truth + problem for the reward
 
 Heavy libraries (transformers, datasets, torch workers) load lazily, on first use.
 """

@@ -1,4 +1,4 @@
-"""One row -> one model-ready prompt: text, resized image, Qwen2.5-VL processor outputs and mRoPE position ids.
+"""One row -> one model-ready prompt: text, resized image, Qwen2.5-VL processor outputs.
 
 What it computes, per row (upstream `RLHFDataset.__getitem__`):
 1. text = prompts.prompt_text(row[prompt_key], format_prompt); chat messages with the image first
@@ -7,8 +7,8 @@ What it computes, per row (upstream `RLHFDataset.__getitem__`):
 3. The Qwen2.5-VL processor (from the model's directory): `input_ids` with `<|image_pad|>` expanded to
    grid_t*grid_h*grid_w / merge^2 tokens, `pixel_values`, `image_grid_thw`, `mm_token_type_ids`;
    `raw_prompt_ids` are the same text tokenized with ONE `<|image_pad|>` (what vLLM takes; it expands itself).
-4. Position ids from the model's own `Qwen2_5_VLModel.get_rope_index` (transformers), shape (3, L), and the
-   mRoPE delta (the offset of text positions after the prompt: position = index + delta).
+4. No mRoPE position ids: the policy's model derives them from input_ids and image_grid_thw on every pipeline
+   stage, and vLLM computes its own, so none is computed here (nothing would read it).
 5. Prompts longer than max_prompt_length: `filter` skips the row (counted, warned), `truncate` drops tokens
    from the start of the user's text (the instruction; the image, the question and the assistant header
    stay, so image tokens always match the image), `error` stops with the fix. A prompt that would still be too
@@ -33,15 +33,13 @@ from nemo_spatial.data.schema import METADATA_COLUMNS
 
 @dataclass
 class PromptSample:
-    """A model-ready prompt. Tensors are unbatched: input_ids (L,), position_ids (3, L), pixel_values (P, C)."""
+    """A model-ready prompt. Tensors are unbatched: input_ids (L,), pixel_values (P, C)."""
 
     row: int  # index of the row in its source
     prompt_text: str  # after the chat template, one <|image_pad|>
     raw_prompt_ids: list[int]  # prompt_text tokenized (for vLLM, with the image as multi_modal_data)
     input_ids: torch.Tensor  # image pads expanded (for the trainer's forward)
     attention_mask: torch.Tensor
-    position_ids: torch.Tensor  # mRoPE, (3, L)
-    rope_delta: int  # text position of token index i after the prompt is i + rope_delta
     pixel_values: torch.Tensor
     image_grid_thw: torch.Tensor  # (1, 3)
     image: Any  # the resized PIL image (what vLLM gets)
@@ -60,30 +58,6 @@ class SampleError:
     message: str
 
 
-class RopeIndex:
-    """`Qwen2_5_VLModel.get_rope_index` bound to a config, without building the model."""
-
-    def __init__(self, config: Any) -> None:
-        from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel
-
-        self.config = config
-        self._model_cls = Qwen2_5_VLModel
-
-    def get_vision_position_ids(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        return self._model_cls.get_vision_position_ids(self, *args, **kwargs)  # type: ignore[arg-type]
-
-    def __call__(
-        self, input_ids: torch.Tensor, mm_token_type_ids: torch.Tensor, image_grid_thw: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(position_ids (3, B, L), mrope deltas (B, 1)) for a batch of unpadded prompts."""
-        inputs: dict[str, Any] = {
-            "input_ids": input_ids,
-            "mm_token_type_ids": mm_token_type_ids,
-            "image_grid_thw": image_grid_thw,
-        }
-        return self._model_cls.get_rope_index(self, **inputs)  # type: ignore[arg-type]
-
-
 class PromptProcessor:
     """Turns rows into PromptSamples; holds the HF processor (loaded from `processor_path` on first use)."""
 
@@ -92,14 +66,13 @@ class PromptProcessor:
         self.processor_path = processor_path
         self.format_prompt = cfg.format_prompt or default_format_prompt(cfg.prompt_format)
         self._processor: Any = None
-        self._rope: RopeIndex | None = None
 
     def __getstate__(self) -> dict[str, Any]:  # workers load their own processor
-        return {**self.__dict__, "_processor": None, "_rope": None}
+        return {**self.__dict__, "_processor": None}
 
     def load(self) -> None:
-        """Load the processor and model config from `processor_path` (a model directory or hub id)."""
-        from transformers import AutoConfig, AutoProcessor
+        """Load the processor from `processor_path` (a model directory or hub id)."""
+        from transformers import AutoProcessor
 
         try:
             self._processor = AutoProcessor.from_pretrained(self.processor_path)
@@ -109,7 +82,6 @@ class PromptProcessor:
                 "directory with the processor files (e.g. a downloaded Qwen2.5-VL-3B-Instruct, or "
                 "`python -m nemo_spatial.models.tiny --out DIR`)"
             ) from None
-        self._rope = RopeIndex(AutoConfig.from_pretrained(self.processor_path))
         tokenizer = self._processor.tokenizer
         self.vision_end_id = tokenizer.convert_tokens_to_ids("<|vision_end|>")
         self.im_end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -155,16 +127,12 @@ class PromptProcessor:
             ids, types, raw_ids = cut
             truncated = excess
         grid = encoded["image_grid_thw"]
-        assert self._rope is not None
-        position_ids, delta = self._rope(ids[None], types[None], grid)
         return PromptSample(
             row=index,
             prompt_text=prompt if not truncated else self.processor.tokenizer.decode(raw_ids),
             raw_prompt_ids=list(raw_ids),
             input_ids=ids,
             attention_mask=torch.ones_like(ids),
-            position_ids=position_ids[:, 0],
-            rope_delta=int(delta.reshape(-1)[0]),
             pixel_values=encoded["pixel_values"],
             image_grid_thw=grid,
             image=image,

@@ -5,8 +5,11 @@ What it does beyond HTTP calls:
   rollouts were sampled with another one, e.g. after a server restarted from its checkpoint.
 - Failure: a refused connection, a timeout or a dead engine is checked against the spawned process; the
   error (GeneratorUnavailableError) carries the server's exit code and log tail. With
-  `on_server_death=restart` it restarts the server (at most `max_restarts` times), pushes the latest
-  weights again through `weights_provider` (the policy's HF-weight iterator), and retries the call once.
+  `on_server_death=restart` it restarts the server (at most `max_restarts` times). The new server serves the
+  checkpoint it started from (weight version 0): before any sync the call is retried at once; after one,
+  `weight_version` drops to 0 and GeneratorRestartedError tells the caller to push its weights again (the
+  trainer's refit at the step boundary does, on every rank, then retries). The generator never pulls
+  weights itself: the weight export is collective over every trainer rank, so only the loop can run it.
   With `stop` the error reaches the trainer, which ends the run; checkpoints already written stay intact.
 """
 
@@ -28,6 +31,7 @@ from nemo_spatial.generation.types import (
     GenerationRequest,
     GenerationRequestError,
     GeneratorHealth,
+    GeneratorRestartedError,
     GeneratorUnavailableError,
     Rollout,
     SyncStats,
@@ -41,7 +45,6 @@ if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger(__name__)
-WeightsProvider = Callable[[], Iterable[tuple[str, "torch.Tensor"]]]
 T = TypeVar("T")
 CONNECT_TIMEOUT_S = 10.0
 
@@ -107,13 +110,11 @@ class ServerGenerator:
         cfg: GenerationConfig,
         url: str | None = None,
         process: ServerProcess | None = None,
-        weights_provider: WeightsProvider | None = None,
     ) -> None:
         if (url is None) == (process is None):
             raise ValueError("give exactly one of url (a running server) or process (one this trainer spawns)")
         self.cfg = cfg
         self.process = process
-        self.weights_provider = weights_provider
         self._version = 0
         self._restarts = 0
         self._transport: WeightTransport | None = None
@@ -162,7 +163,11 @@ class ServerGenerator:
         except WeightSyncError as error:
             if not (isinstance(error.__cause__, GeneratorUnavailableError) and self._can_restart()):
                 raise
-            stats = self._restart_and_resync(version, error.__cause__)
+            self._restart(error.__cause__)
+            raise GeneratorRestartedError(
+                f"the generation server died during the sync of weight version {version} and was restarted "
+                "from its checkpoint; push the weights again"
+            ) from error
         assert stats is not None
         self._version = version
         return stats
@@ -239,17 +244,18 @@ class ServerGenerator:
         except GeneratorUnavailableError as error:
             if not self._can_restart():
                 raise
-            self._restart_and_resync(self._version, error)
+            had = self._version
+            self._restart(error)
+            if had > 0:
+                raise GeneratorRestartedError(
+                    f"the generation server died and was restarted from its checkpoint (version 0); push weight "
+                    f"version {had} again before generating (the trainer's refit does)"
+                ) from error
             return call()
 
-    def _restart_and_resync(self, version: int, cause: GeneratorUnavailableError) -> SyncStats | None:
+    def _restart(self, cause: GeneratorUnavailableError) -> None:
+        """A fresh server from the model checkpoint; this generator's weight version drops to 0 with it."""
         assert self.process is not None
-        if version > 0 and self.weights_provider is None:
-            raise GeneratorUnavailableError(
-                "the generation server died and cannot be restarted on-policy: no weights_provider to push "
-                f"version {version} again (set ServerGenerator.weights_provider to the policy's HF weights)",
-                cause.log_tail,
-            ) from cause
         self._restarts += 1
         logger.error(
             "generation server died (%s); restart %d of %d",
@@ -264,7 +270,4 @@ class ServerGenerator:
         self.process.start()
         self.process.wait_ready()
         self.control.url = self.process.url
-        if version == 0:
-            return None
-        assert self.weights_provider is not None
-        return self._get_transport().sync(self.weights_provider(), version)
+        self._version = 0

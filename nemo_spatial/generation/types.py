@@ -50,6 +50,10 @@ class WeightSyncError(GenerationError):
     """A weight update failed; the server's weights are in an unknown state until the next full sync."""
 
 
+class GeneratorRestartedError(GenerationError):
+    """The engine was restarted from its checkpoint (`weight_version` is 0 again): push the weights, then retry."""
+
+
 class StaleRolloutError(GenerationError):
     """Rollouts were sampled with weights older than the trainer's."""
 
@@ -132,7 +136,8 @@ class Generator(Protocol):
 
     @property
     def weight_version(self) -> int:
-        """The version of the weights last pushed (0: the checkpoint the engine started from)."""
+        """The version of the weights the engine serves (0: the checkpoint it started from, also after a
+        restart); the trainer pushes its weights whenever this differs from its own version."""
         ...
 
     def generate(self, requests: list[GenerationRequest], params: SamplingConfig) -> list[Rollout]:

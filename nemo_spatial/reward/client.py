@@ -51,7 +51,18 @@ class RewardServiceError(RuntimeError):
 class RewardClient(Protocol):
     def score_batch(self, samples: Sequence[RewardSample]) -> BatchResult: ...
 
+    def sample_fields(self, response: str) -> dict[str, Any]:
+        """What the reward read from a response, for the rollout samples a person reads (JSON-able)."""
+        ...
+
     def close(self) -> None: ...
+
+
+def sample_fields(response: str) -> dict[str, Any]:
+    """The <scene> block as the reward reads it ({} when missing or not valid JSON), under "scene_graph"."""
+    from nemo_spatial.reward.parsing import parse_scene
+
+    return {"scene_graph": parse_scene(response)}
 
 
 def make_reward_client(cfg: Config) -> RewardClient:
@@ -70,6 +81,9 @@ class LocalRewardClient:
     def score_batch(self, samples: Sequence[RewardSample]) -> BatchResult:
         results = [_unsendable(sample) or self.scorer.score_one(sample) for sample in samples]
         return summarise([_float32(result) for result in results])
+
+    def sample_fields(self, response: str) -> dict[str, Any]:
+        return sample_fields(response)
 
     def close(self) -> None:
         pass
@@ -144,6 +158,9 @@ class RemoteRewardClient:
             for i, result in zip(chunk, answer, strict=True):
                 results[i] = result
         return summarise([result for result in results if result is not None])
+
+    def sample_fields(self, response: str) -> dict[str, Any]:
+        return sample_fields(response)
 
     def _score_chunk(self, samples: list[RewardSample]) -> list[RewardResult]:
         n = len(samples)

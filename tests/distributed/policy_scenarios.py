@@ -108,16 +108,51 @@ def _image(width: int, height: int, generator: torch.Generator) -> Any:
     return Image.fromarray(array)
 
 
-def stand_in_loss(logprobs, old_logprobs, ref_logprobs, advantages, response_mask, *, scale):  # type: ignore[no-untyped-def]
+def stand_in_loss(log_probs: torch.Tensor, batch: Any, scale: Any) -> tuple[torch.Tensor, dict[str, float]]:
     """-sum(A * logp) over response tokens / global token count (the GRPO loss is the algorithms package's)."""
-    per_token = -advantages[:, None] * logprobs * response_mask
+    per_token = -batch.advantages[:, None] * log_probs * batch.response_mask
     loss = per_token.sum() / scale.num_tokens
-    return loss, {"response_tokens": float(response_mask.sum())}
+    return loss, {"response_tokens": float(batch.response_mask.sum())}
 
 
-def nan_loss(logprobs, old_logprobs, ref_logprobs, advantages, response_mask, *, scale):  # type: ignore[no-untyped-def]
-    loss, metrics = stand_in_loss(logprobs, old_logprobs, ref_logprobs, advantages, response_mask, scale=scale)
+def nan_loss(log_probs: torch.Tensor, batch: Any, scale: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    loss, metrics = stand_in_loss(log_probs, batch, scale)
     return loss * float("nan"), metrics
+
+
+class GlobalBatchPolicy:
+    """The policy driven with the same GLOBAL batch on every rank, as these scenarios compare layouts: each rank
+    passes its DP share (what the trainer builds) and gets the whole batch's log-probs back (all-gathered)."""
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.policy, name)
+
+    def _local(self, batch: Any) -> Any:
+        rank, size = self.policy.data_shard
+        return batch.shard(rank, size)
+
+    def _gathered(self, local: torch.Tensor) -> torch.Tensor:
+        from megatron.core import parallel_state
+
+        size = self.policy.data_shard[1]
+        if size == 1:
+            return local
+        pieces = [torch.empty_like(local) for _ in range(size)]
+        torch.distributed.all_gather(pieces, local, group=parallel_state.get_data_parallel_group())
+        return torch.cat(pieces)
+
+    def compute_logprobs(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        logprobs, entropy = self.policy.compute_logprobs(self._local(batch))
+        return self._gathered(logprobs), self._gathered(entropy)
+
+    def reference_logprobs(self, batch: Any) -> torch.Tensor:
+        return self._gathered(self.policy.reference_logprobs(self._local(batch)))
+
+    def train_step(self, batch: Any, loss_fn: Any) -> dict[str, float]:
+        return dict(self.policy.train_step(self._local(batch), loss_fn))
 
 
 def run_layouts(rank: int, model_dir: str, batch_tensors: dict[str, torch.Tensor], work_dir: str) -> dict[str, Any]:
@@ -160,11 +195,11 @@ def _policy(model_dir: str, parallel: dict[str, Any], micro_batch_size: int) -> 
         max_seq_length=256,
         optimizer=OptimizerConfig(lr=LR, adam_eps=ADAM_EPS),
     )
-    return MegatronPolicy(cfg, ParallelConfig(**parallel), seed=1)
+    return GlobalBatchPolicy(MegatronPolicy(cfg, ParallelConfig(**parallel), seed=1))
 
 
 def _phase(name: str, parallel: dict[str, Any], model_dir: str, tensors: dict, checkpoints: Path) -> dict[str, Any]:
-    from nemo_spatial.models.qwen25_vl.batch import PolicyBatch
+    from nemo_spatial.batch import PolicyBatch
 
     batch = PolicyBatch(**tensors)
     started = time.perf_counter()

@@ -29,7 +29,7 @@ def _nprocs() -> int:
 
 
 def _run(rank: int, model_dir: str, batch_tensors: dict, fp8_recipe: str | None) -> dict[str, Any]:
-    from nemo_spatial.models.qwen25_vl.batch import PolicyBatch
+    from nemo_spatial.batch import PolicyBatch
     from nemo_spatial.models.qwen25_vl.config import FP8Config, OptimizerConfig, PolicyConfig
     from nemo_spatial.models.qwen25_vl.policy import MegatronPolicy
     from nemo_spatial.parallel.config import ParallelConfig

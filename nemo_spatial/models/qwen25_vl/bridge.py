@@ -1,6 +1,6 @@
 """Qwen2.5-VL as a Megatron model, built by Megatron-Bridge from a Hugging Face checkpoint directory.
 
-    loaded = load_model(hf_path, policy_cfg, layout, ddp_config)   # after nemo_spatial.parallel.state.initialize
+    loaded = load_model(policy_cfg, layout, ddp_config)   # after nemo_spatial.parallel.state.initialize
     loaded.chunks         # [Qwen25VLModel] (wrapped in Megatron DDP when ddp_config is given)
     loaded.bridge         # the AutoBridge: HF <-> Megatron weight conversion (export_hf_weights)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from nemo_spatial.models.qwen25_vl.batch import MicroBatch
+from nemo_spatial.batch import MicroBatch
 from nemo_spatial.models.qwen25_vl.logprobs import token_logprobs_and_entropy
 
 ComputeFn = Callable[[MicroBatch, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, Any]]]

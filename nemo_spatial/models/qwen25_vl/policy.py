@@ -1,25 +1,33 @@
 """The Megatron policy that GRPO trains: Qwen2.5-VL sharded with tensor, pipeline, sequence and data parallelism.
 
     policy = MegatronPolicy(cfg.policy, cfg.parallel, seed=cfg.run.seed)     # on every rank (SPMD)
-    logprobs, entropy = policy.compute_logprobs(batch)                      # (B, S) each, on every rank
+    rank, size = policy.data_shard                                           # this rank's share of the samples
+    logprobs, entropy = policy.compute_logprobs(batch)                      # (B, S) each, for batch's rows
     ref = policy.reference_logprobs(batch)
     metrics = policy.train_step(batch, loss_fn)                              # one optimizer step
     for name, tensor in policy.named_hf_weights(): ...                       # full HF tensors, every rank
     policy.save_checkpoint(path); policy.load_checkpoint(path)
 
-Data: every rank passes the same GLOBAL batch (a `PolicyBatch`); the policy takes its data-parallel share
-(contiguous rows), cuts it into length-sorted micro-batches (batch.py), and returns results for the whole
-batch on every rank (all-gathered over DP, broadcast from the last pipeline stage).
+Data: each rank passes the batch of ITS data-parallel rank's samples (`PolicyBatch`, nemo_spatial/batch.py):
+the rows `data_shard` names (ranks of one DP group, TP/PP peers, pass the same rows). The policy cuts it into
+length-sorted micro-batches padded to their own longest, and returns results for those rows (broadcast from
+the last pipeline stage). Metrics and the loss denominators are global: reduced over DP.
 
-The loss function is a plain function of tensors, called once per micro-batch on the last pipeline stage:
-    loss, metrics = loss_fn(logprobs, old_logprobs, ref_logprobs, advantages, response_mask,
-                            scale=LossScale, **batch.extras)
-with every tensor (b, s) for the micro-batch's rows (advantages as given: (b,) or (b, s)); `scale` holds the
-GLOBAL batch's valid-token and sequence counts (nemo_spatial.algorithms.aggregation.LossScale) so that the
-micro-batch losses SUM to the loss of the whole batch (the loss function divides by them; gradients are
-summed over micro-batches and DP ranks). Hence 1 micro-batch of 4 == 4 micro-batches of 1, and DP=2 == DP=1,
-up to float rounding. `metrics` combine over micro-batches and DP ranks: losses and token counts are the global
-batch's (summed), maxima maxed, the rest averaged.
+The loss-function contract (`LossFn`; the GRPO actor loss, an SFT cross-entropy, any other):
+    loss, metrics = loss_fn(log_probs, micro_batch, scale)
+- `log_probs` (b, s) fp32, differentiable: log p(token t | tokens < t) of the micro-batch's rows (0 at
+  position 0 and on padding);
+- `micro_batch` the `PolicyBatch` of those rows (its `response_mask` says which tokens are trained; the loss
+  reads the fields it needs, e.g. `advantages`, `old_logprobs`, `ref_logprobs`, `rollout_log_probs`, and
+  raises a clear error when one is missing; train_step itself requires none of them);
+- `scale` the GLOBAL batch's valid-token and sequence counts (nemo_spatial.algorithms.aggregation.LossScale,
+  over every DP rank) so that the micro-batch losses SUM to the loss of the whole batch (the loss divides by
+  them; gradients are summed over micro-batches and DP ranks). Hence 1 micro-batch of 4 == 4 micro-batches of
+  1, and DP=2 == DP=1, up to float rounding.
+- `metrics` {name: float}; each value a `parallel.collectives.Metric` declaring its reduction over micro-batches
+  and DP ranks (SUM for a share of a global quantity, MAX, MEAN), a plain float being a MEAN.
+The policy adds "loss" (SUM) and "entropy" (MEAN); train_step returns the reduced metrics (the same on every
+rank) with grad_norm, skipped, lr and step_seconds.
 """
 
 from __future__ import annotations
@@ -30,17 +38,23 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from nemo_spatial.algorithms.aggregation import LossScale
-from nemo_spatial.algorithms.loss import metric_reduction
-from nemo_spatial.config import ConfigError
-from nemo_spatial.models.qwen25_vl.batch import MicroBatch, PolicyBatch, make_micro_batches, scatter_rows
+from nemo_spatial.batch import MicroBatch, PolicyBatch, make_micro_batches, scatter_rows
+from nemo_spatial.errors import ConfigError
 from nemo_spatial.models.qwen25_vl.config import PolicyConfig
+from nemo_spatial.parallel.collectives import (
+    Metric,
+    MetricGroups,
+    Reduction,
+    all_reduce_sum,
+    broadcast_from_last_stage,
+    reduce_metrics,
+)
 from nemo_spatial.parallel.config import ParallelConfig
 from nemo_spatial.parallel.layout import check_sequence_length
 
-LossFn = Callable[..., tuple[torch.Tensor, dict[str, Any]]]
+LossFn = Callable[[torch.Tensor, PolicyBatch, LossScale], tuple[torch.Tensor, dict[str, float]]]
 FP8_TOKEN_ALIGNMENT = 16
 
 
@@ -91,11 +105,8 @@ class MegatronPolicy:
                 forward_only=True,
                 temperature=self.cfg.temperature,
             )
-        local = self._local_rows(micro_batches)
-        length = batch.input_ids.shape[1]
-        logprobs = self._gather(records, "logprobs", local, length)
-        entropy = self._gather(records, "entropy", local, length)
-        return logprobs, entropy
+        rows, length = batch.batch_size, batch.input_ids.shape[1]
+        return self._gather(records, "logprobs", rows, length), self._gather(records, "entropy", rows, length)
 
     def reference_logprobs(self, batch: PolicyBatch) -> torch.Tensor:
         """Log-probs under the initial weights (the KL reference), (B, S)."""
@@ -111,10 +122,11 @@ class MegatronPolicy:
         from nemo_spatial.models.qwen25_vl.forward import run_schedule
         from nemo_spatial.models.qwen25_vl.optimizer import optimizer_step, zero_grads
 
-        if batch.advantages is None:
-            raise ValueError("train_step needs batch.advantages")
         started = time.perf_counter()
-        scale = LossScale.for_global_batch([batch.response_mask])
+        local = LossScale.for_global_batch([batch.response_mask])
+        assert local.num_tokens is not None and local.num_seqs is not None
+        tokens, seqs = all_reduce_sum([local.num_tokens, local.num_seqs], self._groups(data=True))
+        scale = LossScale(num_tokens=tokens, num_seqs=seqs)
         micro_batches = self._micro_batches(batch)
         for chunk in self.chunks:
             chunk.train()
@@ -124,11 +136,10 @@ class MegatronPolicy:
             micro_batch: MicroBatch, logprobs: torch.Tensor, entropy: torch.Tensor
         ) -> tuple[torch.Tensor, dict]:
             mb = micro_batch.batch
-            loss, metrics = loss_fn(
-                logprobs, mb.old_logprobs, mb.ref_logprobs, mb.advantages, mb.response_mask, scale=scale, **mb.extras
-            )
+            loss, metrics = loss_fn(logprobs, mb, scale)
             entropy_mean = (entropy * mb.response_mask).sum() / mb.response_mask.sum().clamp(min=1)
-            return loss, {"loss": float(loss.detach()), "entropy": float(entropy_mean), **_floats(metrics)}
+            own = {"loss": Metric(float(loss.detach()), Reduction.SUM), "entropy": Metric(float(entropy_mean))}
+            return loss, {**own, **_floats(metrics)}
 
         records = run_schedule(
             self.chunks, micro_batches, compute=compute, forward_only=False, temperature=self.cfg.temperature
@@ -136,10 +147,10 @@ class MegatronPolicy:
         result = optimizer_step(self.optimizer, self.scheduler)
         if not result.skipped:
             self.step += 1
-        metrics = self._reduce_metrics(records)
+        metrics: dict[str, float] = dict(reduce_metrics(records, self._groups(data=True)))
         metrics.update(
             grad_norm=result.grad_norm,
-            skipped=float(result.skipped),
+            skipped=Metric(float(result.skipped), Reduction.MAX),
             lr=result.lr,
             step_seconds=time.perf_counter() - started,
         )
@@ -178,18 +189,17 @@ class MegatronPolicy:
                 f"a sample has {longest} tokens, more than policy.max_seq_length={self.cfg.max_seq_length}; "
                 "truncate the responses or raise policy.max_seq_length"
             )
-        data = self.layout.data
-        if batch.batch_size % self.sample_multiple != 0:
+        if batch.batch_size % self.cfg.micro_batch_size != 0:
             raise ValueError(
-                f"a batch of {batch.batch_size} samples does not split into DP={data} ranks x micro_batch_size="
-                f"{self.cfg.micro_batch_size}; pass a multiple of {self.sample_multiple} samples"
+                f"this data-parallel rank's {batch.batch_size} samples do not split into micro_batch_size="
+                f"{self.cfg.micro_batch_size}; pass {self.sample_multiple // self.layout.data}x as many per rank"
             )
-        offset = self.state.data_rank * (batch.batch_size // data)
-        local = batch.shard(self.state.data_rank, data)
-        micro_batches = make_micro_batches(local, self.cfg.micro_batch_size, self._length_multiple)
-        for mb in micro_batches:
-            mb.rows = mb.rows + offset
-        return micro_batches
+        return make_micro_batches(batch, self.cfg.micro_batch_size, self._length_multiple)
+
+    @property
+    def data_shard(self) -> tuple[int, int]:
+        """(this rank's data-parallel rank, DP size): the caller passes the rank's contiguous share of the rows."""
+        return self.state.data_rank, self.layout.data
 
     @property
     def sample_multiple(self) -> int:
@@ -202,73 +212,26 @@ class MegatronPolicy:
         multiple = self.layout.sequence_multiple
         return math.lcm(multiple, FP8_TOKEN_ALIGNMENT) if self.cfg.fp8.enabled else multiple
 
-    @staticmethod
-    def _local_rows(micro_batches: list[MicroBatch]) -> torch.Tensor:
-        return torch.cat([mb.rows for mb in micro_batches]).sort().values
-
-    def _gather(self, records: list[dict], key: str, local_rows: torch.Tensor, length: int) -> torch.Tensor:
-        """(B, length) from this DP rank's records on the last stage: broadcast over PP, all-gather over DP."""
+    def _groups(self, data: bool) -> MetricGroups:
+        """This rank's pipeline group (results come from its last stage) and, when `data`, its DP group."""
         from megatron.core import parallel_state
 
-        offset = int(local_rows.min())
-        local = torch.zeros(len(local_rows), length)
+        pipeline = self.layout.pipeline > 1
+        return MetricGroups(
+            device=self.state.device,  # NCCL collectives need the tensors on the GPU
+            pp_group=parallel_state.get_pipeline_model_parallel_group() if pipeline else None,
+            pp_last_rank=parallel_state.get_pipeline_model_parallel_last_rank() if pipeline else 0,
+            dp_group=parallel_state.get_data_parallel_group() if data and self.layout.data > 1 else None,
+        )
+
+    def _gather(self, records: list[dict], key: str, rows: int, length: int) -> torch.Tensor:
+        """(rows, length) from this rank's records on the last stage, on every pipeline stage."""
+        local = torch.zeros(rows, length)
         if self.state.is_pipeline_last:
-            local = scatter_rows([(r["rows"] - offset, r[key]) for r in records], len(local_rows), length)
-        local = local.to(self.state.device)  # NCCL collectives need the tensors on the GPU
-        if self.layout.pipeline > 1:
-            dist.broadcast(
-                local,
-                src=parallel_state.get_pipeline_model_parallel_last_rank(),
-                group=parallel_state.get_pipeline_model_parallel_group(),
-            )
-        if self.layout.data > 1:
-            pieces = [torch.empty_like(local) for _ in range(self.layout.data)]
-            dist.all_gather(pieces, local, group=parallel_state.get_data_parallel_group())
-            local = torch.cat(pieces)
-        return local.cpu()
-
-    def _reduce_metrics(self, records: list[dict]) -> dict[str, float]:
-        """Global-batch metrics from the micro-batches of every DP rank (see `metric_reduction`): the same on
-        every rank. Losses and token counts are summed, maxima maxed, the rest averaged over micro-batches."""
-        from megatron.core import parallel_state
-
-        keys = sorted({key for record in records for key in record})
-        keys = _broadcast_object(keys, self.layout.pipeline > 1)
-        values = [[r[k] for r in records if k in r] for k in keys]
-        sums = torch.tensor([[sum(v), len(v)] for v in values], dtype=torch.float64).reshape(len(keys), 2)
-        maxima = torch.tensor([max(v, default=-math.inf) for v in values], dtype=torch.float64)
-        sums, maxima = sums.to(self.state.device), maxima.to(self.state.device)
-        for tensor in (sums, maxima):
-            if self.layout.pipeline > 1:
-                dist.broadcast(
-                    tensor,
-                    src=parallel_state.get_pipeline_model_parallel_last_rank(),
-                    group=parallel_state.get_pipeline_model_parallel_group(),
-                )
-        if self.layout.data > 1:
-            dist.all_reduce(sums, group=parallel_state.get_data_parallel_group())
-            dist.all_reduce(maxima, op=dist.ReduceOp.MAX, group=parallel_state.get_data_parallel_group())
-        out = {}
-        for key, (total, count), peak in zip(keys, sums.cpu().tolist(), maxima.cpu().tolist(), strict=True):
-            reduction = metric_reduction(key)
-            out[key] = total if reduction == "sum" else peak if reduction == "max" else total / max(count, 1.0)
-        return out
+            local = scatter_rows([(r["rows"], r[key]) for r in records], rows, length)
+        return broadcast_from_last_stage(local.to(self.state.device), self._groups(data=False)).cpu()
 
 
-def _floats(metrics: dict[str, Any]) -> dict[str, float]:
-    return {key: float(value) for key, value in metrics.items()}
-
-
-def _broadcast_object(value: Any, needed: bool) -> Any:
-    """The last pipeline stage's `value` on every stage (only the last stage computes losses)."""
-    if not needed:
-        return value
-    from megatron.core import parallel_state
-
-    box = [value]
-    dist.broadcast_object_list(
-        box,
-        src=parallel_state.get_pipeline_model_parallel_last_rank(),
-        group=parallel_state.get_pipeline_model_parallel_group(),
-    )
-    return box[0]
+def _floats(metrics: dict[str, float]) -> dict[str, float]:
+    """Plain numbers (tensors, numpy) as floats, keeping a `Metric`'s declared reduction."""
+    return {key: value if isinstance(value, Metric) else float(value) for key, value in metrics.items()}

@@ -17,6 +17,7 @@ import torch
 from nemo_spatial.generation import (
     GenerationRequest,
     GenerationRequestError,
+    GeneratorRestartedError,
     GeneratorUnavailableError,
     SamplingConfig,
     StaleRolloutError,
@@ -219,8 +220,12 @@ def test_server_death_is_reported_then_the_restart_policy_recovers(generation_se
     assert time.monotonic() - started < 30, "a dead server must be detected at once, not after the request timeout"
     assert "generation server log (tail)" in str(error.value) and "EngineCore" in error.value.log_tail
 
-    generation_server.weights_provider = trainer_model.named_hf_weights
+    # The restart policy restarts the server from its checkpoint and says so; the loop's refit pushes the weights.
+    with pytest.raises(GeneratorRestartedError, match=f"push weight version {version} again"):
+        generation_server.generate(_requests()[:1], SamplingConfig(n=2, max_tokens=6, seed=3))
+    assert generation_server.process.starts == 2 and generation_server.weight_version == 0
+    generation_server.update_weights(trainer_model.named_hf_weights(), version)
     recovered = generation_server.generate(_requests()[:1], SamplingConfig(n=2, max_tokens=6, seed=3))
-    assert generation_server.process.starts == 2 and generation_server.health().weight_version == version
+    assert generation_server.health().weight_version == version
     assert [r.token_ids for r in recovered] == [r.token_ids for r in expected]
     trainer_model.restore()

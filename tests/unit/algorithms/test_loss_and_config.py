@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from nemo_spatial.algorithms import AlgorithmConfig, LossScale, actor_loss, kl_loss, ppo_clip_loss
-from nemo_spatial.algorithms.loss import metric_reduction
 from nemo_spatial.config import ConfigError, load_config
+from nemo_spatial.parallel.collectives import reduction_of
 
 
 def _micro_batch():
@@ -47,7 +47,7 @@ def test_metric_reduction_rebuilds_the_global_batch_from_micro_batches():
         ).metrics()
         for rows in (slice(0, 1), slice(1, 3))
     ]  # fmt: skip
-    reductions = {key: metric_reduction(key) for key in whole}
+    reductions = {key: reduction_of(value).value for key, value in whole.items()}
     assert reductions["actor/loss"] == reductions["actor/pg_loss"] == reductions["actor/kl_loss"] == "sum"
     assert reductions["actor/ratio_max"] == reductions["mismatch/prob_abs_diff_max"] == "max"
     assert reductions["actor/clip_frac_high"] == "mean"

@@ -67,7 +67,7 @@ def test_worker_processes_give_the_same_samples(data_cfg, tiny_model_dir: Path) 
     assert _rows(parallel) == _rows(serial)
     for a, b in zip(parallel, serial, strict=True):
         assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.pixel_values, b.pixel_values)
-        assert torch.equal(a.position_ids, b.position_ids) and a.raw_prompt_ids == b.raw_prompt_ids
+        assert a.raw_prompt_ids == b.raw_prompt_ids
 
 
 def _with_bad_rows(synth_dir: Path, out: Path, bad: dict[int, object]) -> Path:
@@ -163,21 +163,9 @@ def test_samples_are_what_the_model_expects(data_cfg, tiny_model_dir: Path) -> N
         assert n_image == int(sample.image_grid_thw.prod()) // 4 == sample.pixel_values.shape[0] // 4
         assert sample.raw_prompt_ids.count(pad) == 1
         assert _expand(sample.raw_prompt_ids, pad, n_image) == sample.input_ids.tolist()
-        types = (sample.input_ids == pad).long()[None]
         with torch.no_grad():
             features = model.model.get_image_features(sample.pixel_values, sample.image_grid_thw).pooler_output
             assert sum(f.shape[0] for f in features) == n_image  # one feature per image token
-            expected, delta = model.model.get_rope_index(sample.input_ids[None], types, sample.image_grid_thw)
-            assert torch.equal(sample.position_ids, expected[:, 0]) and sample.rope_delta == int(delta)
-            inputs = {
-                "input_ids": sample.input_ids[None],
-                "attention_mask": sample.attention_mask[None],
-                "pixel_values": sample.pixel_values,
-                "image_grid_thw": sample.image_grid_thw,
-            }
-            ours = model(**inputs, position_ids=sample.position_ids[:, None]).logits
-            own = model(**inputs, mm_token_type_ids=types).logits  # positions computed by the model itself
-        torch.testing.assert_close(ours, own, rtol=0, atol=0)
 
 
 def test_r1v_prompts_and_ground_truth(data_cfg, tiny_model_dir: Path) -> None:

@@ -51,3 +51,25 @@ def test_the_rollout_count_must_match_the_prompts():
 def test_trainable_groups_are_the_most_that_split_evenly(complete, n, multiple, usable):
     assert trainable_group_count(complete, n, multiple) == usable
     assert (usable * n) % multiple == 0 and complete - usable < multiple
+
+
+def test_a_rank_builds_only_its_rows_with_each_prompts_image_once():
+    import torch
+
+    from nemo_spatial.rollouts import build_policy_batch, minibatch_rows, rank_rows
+    from tests.unit.trainer.loop_fakes import FakePrompts
+
+    prompts = FakePrompts().next_batch(4)
+    n = 2
+    rollouts = [Rollout(f"{p}", i, [5, 6 + p], [-0.1, -0.2], 0, "stop") for p in range(4) for i in range(n)]
+    shares = rank_rows(minibatch_rows(4, n, 2), rank=1, size=2)
+    assert shares == [[2, 3], [6, 7]]  # the second half of each optimizer step's 4 samples
+    rows = [i for share in shares for i in share]
+    own = {p: prompts[p] for p in (1, 3)}  # all this rank was handed
+    batch = build_policy_batch(own, rollouts, n, torch.arange(8.0), pad_id=0, rows=rows)
+    assert batch.batch_size == 4 and batch.advantages.tolist() == [2.0, 3.0, 6.0, 7.0]
+    assert batch.image_grid_thw.shape[0] == 2 and batch.image_index.tolist() == [0, 0, 1, 1]
+    assert batch.pixel_values[:, 0].unique().tolist() == [1.0, 3.0]  # prompts 1 and 3, once each
+    assert batch.rollout_log_probs[0, 5:7].tolist() == pytest.approx([-0.1, -0.2])
+    with pytest.raises(ValueError, match=r"need prompts \[0\]"):
+        build_policy_batch(own, rollouts, n, torch.arange(8.0), pad_id=0, rows=[0, 1])

@@ -1,11 +1,12 @@
-"""PolicyBatch: validation of shapes and images, sample selection with images, length-sorted micro-batches."""
+"""PolicyBatch: validation of shapes and images, sample selection with images (held once per distinct image),
+length-sorted micro-batches."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from nemo_spatial.models.qwen25_vl.batch import PolicyBatch, make_micro_batches, scatter_rows
+from nemo_spatial.batch import PolicyBatch, make_micro_batches, scatter_rows
 
 
 def _batch(lengths: list[int], images: list[int], width: int = 12) -> PolicyBatch:
@@ -29,7 +30,7 @@ def _batch(lengths: list[int], images: list[int], width: int = 12) -> PolicyBatc
         images_per_sample=torch.tensor(images) if grids else None,
         advantages=torch.arange(batch, dtype=torch.float32),
         old_logprobs=torch.randn(batch, width),
-        extras={"rollout_log_probs": torch.randn(batch, width), "sample_weight": torch.ones(batch)},
+        rollout_log_probs=torch.randn(batch, width),
     )
 
 
@@ -40,7 +41,8 @@ def test_select_keeps_each_samples_own_images() -> None:
     assert picked.images_per_sample.tolist() == [2, 1]
     assert picked.image_grid_thw.tolist() == [[1, 2, 2], [1, 2, 3], [1, 2, 2]]
     assert picked.pixel_values[:, 0].unique().tolist() == pytest.approx([0.0, 1.0, 1.1])
-    assert picked.extras["rollout_log_probs"].shape == (2, 10) and picked.extras["sample_weight"].shape == (2,)
+    assert picked.rollout_log_probs.shape == (2, 10)
+    assert torch.equal(picked.rollout_log_probs[0, :9], batch.rollout_log_probs[1, :9])
     assert picked.advantages.tolist() == [1.0, 0.0]
 
 
@@ -85,5 +87,40 @@ def test_invalid_batches_fail_with_the_reason() -> None:
     with pytest.raises(ValueError, match="3 images for 2 samples: pass images_per_sample"):
         grid = torch.tensor([[1, 2, 2]] * 3)
         PolicyBatch(good.input_ids, good.attention_mask, good.response_mask, torch.zeros(12, 3), grid)
-    with pytest.raises(ValueError, match="extras\\['x'\\] must have B=2 rows"):
-        PolicyBatch(good.input_ids, good.attention_mask, good.response_mask, extras={"x": torch.zeros(3)})
+    with pytest.raises(ValueError, match="rollout_log_probs must have the shape of input_ids"):
+        PolicyBatch(good.input_ids, good.attention_mask, good.response_mask, rollout_log_probs=torch.zeros(3, 12))
+    with pytest.raises(ValueError, match="image_index must name images 0..0"):
+        PolicyBatch(
+            good.input_ids, good.attention_mask, good.response_mask, good.pixel_values[:4], good.image_grid_thw[:1],
+            image_index=torch.tensor([0, 1]),
+        )  # fmt: skip
+
+
+def _shared_image_batch() -> PolicyBatch:
+    """Two prompts x 3 samples: the samples of a prompt point at its one image (image_index), held once."""
+    base = _batch([4, 5, 6, 7, 8, 9], images=[1] * 6)
+    grids = torch.tensor([[1, 2, 2], [1, 2, 3]])
+    pixels = torch.cat([torch.full((4, 3), 0.0), torch.full((6, 3), 1.0)])
+    return PolicyBatch(
+        base.input_ids, base.attention_mask, base.response_mask, pixels, grids,
+        image_index=torch.tensor([0, 0, 0, 1, 1, 1]), advantages=base.advantages,
+    )  # fmt: skip
+
+
+def test_a_group_shares_its_prompts_image_and_selection_keeps_each_image_once() -> None:
+    batch = _shared_image_batch()
+    assert batch.pixel_values.shape[0] == 10  # two images, not six copies
+    picked = batch.select([2, 3, 4])
+    assert picked.image_grid_thw.tolist() == [[1, 2, 2], [1, 2, 3]] and picked.image_index.tolist() == [0, 1, 1]
+    assert picked.pixel_values.shape[0] == 10
+    only_second = batch.select([4, 5])
+    assert only_second.image_grid_thw.tolist() == [[1, 2, 3]] and only_second.pixel_values[:, 0].unique().tolist() == [
+        1.0
+    ]
+
+
+def test_micro_batches_expand_shared_images_in_sample_order_for_the_model() -> None:
+    micro = make_micro_batches(_shared_image_batch(), micro_batch_size=3)
+    first, second = (mb.batch for mb in micro)
+    assert first.image_grid_thw.tolist() == [[1, 2, 2]] * 3 and first.pixel_values.shape[0] == 12
+    assert first.image_index.tolist() == [0, 1, 2] and second.pixel_values[:, 0].unique().tolist() == [1.0]
