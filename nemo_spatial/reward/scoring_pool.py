@@ -7,6 +7,10 @@ every process busy and many small requests from many trainer ranks share a job. 
 more work (Triton's `max_queue_delay` = 0): a job leaves as soon as a process slot is free, and at most two jobs
 per process are outstanding, so a burst waits here, where it can still be coalesced.
 
+One sample costs at most its CPU-time budget (reward.sample_time_budget_s, checked inside the scorer's loops,
+batch.py) on top of work linear in its text, and a request's pieces queue behind other jobs only one chunk at a
+time, so an expensive request delays a valid one by at most about chunk_size budgets, never for good.
+
 A process that dies (out of memory, killed) breaks Python's pool: the pieces of the jobs it held fail with
 WorkerCrashed (the server answers 503, which the client retries), and a fresh pool replaces it.
 """
@@ -27,14 +31,15 @@ from functools import partial
 
 import numpy as np
 
-from nemo_spatial.reward.batch import RewardSample, RewardScorer
+from nemo_spatial.reward.batch import DEFAULT_TIME_BUDGET_S, RewardSample, RewardScorer
 from nemo_spatial.reward.service_model import SCORE_OUTPUTS, Scores, ScoringRequest
 from nemo_spatial.reward.similarity import LabelSimilarity, make_similarity
 
 logger = logging.getLogger(__name__)
 
-# One job: (preset, responses, ground truths, problems) per piece; its result: (values (5, n) float32, errors).
-JobPiece = tuple[str, list[str], list[str], list[str]]
+# One job: (preset, upstream_exact, responses, ground truths, problems) per piece;
+# its result: (values (5, n) float32, errors).
+JobPiece = tuple[str, bool, list[str], list[str], list[str]]
 PieceResult = tuple[np.ndarray, list[str]]
 _FIELDS = tuple(SCORE_OUTPUTS.values())
 
@@ -46,11 +51,13 @@ class WorkerCrashed(RuntimeError):
 # --- in each scoring process -------------------------------------------------------------------------------
 
 _similarity: LabelSimilarity | None = None
-_scorers: dict[str, RewardScorer] = {}
+_time_budget_s = DEFAULT_TIME_BUDGET_S
+_scorers: dict[tuple[str, bool], RewardScorer] = {}
 
 
-def _init_worker(similarity: str, similarity_model: str) -> None:
-    global _similarity
+def _init_worker(similarity: str, similarity_model: str, time_budget_s: float = DEFAULT_TIME_BUDGET_S) -> None:
+    global _similarity, _time_budget_s
+    _time_budget_s = time_budget_s
     # Ctrl-C reaches the whole process group; the server, not the terminal, decides when scoring stops,
     # so a graceful shutdown can finish the requests in flight.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -64,11 +71,12 @@ def _worker_info() -> tuple[int, str]:
 
 def _score_job(job: list[JobPiece]) -> list[PieceResult]:
     results = []
-    for preset, responses, ground_truths, problems in job:
-        scorer = _scorers.get(preset)
+    for preset, upstream_exact, responses, ground_truths, problems in job:
+        scorer = _scorers.get((preset, upstream_exact))
         if scorer is None:
             assert _similarity is not None
-            scorer = _scorers[preset] = RewardScorer(preset, _similarity)
+            scorer = RewardScorer(preset, _similarity, upstream_exact, _time_budget_s)
+            _scorers[preset, upstream_exact] = scorer
         rows, errors = [], [""] * len(responses)
         for i, sample in enumerate(map(RewardSample, responses, ground_truths, problems)):
             result = scorer.score_one(sample)
@@ -89,7 +97,7 @@ class _Piece:
     future: asyncio.Future[PieceResult]
 
     def __len__(self) -> int:
-        return len(self.payload[1])
+        return len(self.payload[2])
 
 
 @dataclass
@@ -103,10 +111,17 @@ class PoolStats:
 class ScoringPool:
     """`workers` scoring processes fed by one dispatcher; `await score(request)` from the event loop."""
 
-    def __init__(self, workers: int, chunk_size: int, similarity: str = "auto", similarity_model: str = "") -> None:
+    def __init__(
+        self,
+        workers: int,
+        chunk_size: int,
+        similarity: str = "auto",
+        similarity_model: str = "",
+        time_budget_s: float = DEFAULT_TIME_BUDGET_S,
+    ) -> None:
         self.workers = workers
         self.chunk_size = chunk_size
-        self._init_args = (similarity, similarity_model or "en_core_web_md")
+        self._init_args = (similarity, similarity_model or "en_core_web_md", time_budget_s)
         self._context = multiprocessing.get_context("forkserver")  # forking a threaded event loop is unsafe
         self._context.set_forkserver_preload(["nemo_spatial.reward.batch", "numpy", "scipy.optimize"])
         self._executor: ProcessPoolExecutor | None = None
@@ -149,11 +164,12 @@ class ScoringPool:
         """Score every sample of the request, in order."""
         loop = asyncio.get_running_loop()
         pieces = []
-        for preset, start, stop in request.segments:
+        for preset, upstream_exact, start, stop in request.segments:
             for begin in range(start, stop, self.chunk_size):
                 end = min(begin + self.chunk_size, stop)
                 payload = (
                     preset,
+                    upstream_exact,
                     request.responses[begin:end],
                     request.ground_truths[begin:end],
                     request.problems[begin:end],
