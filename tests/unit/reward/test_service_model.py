@@ -92,4 +92,5 @@ def test_metadata_and_config_describe_every_tensor():
     assert [t["name"] for t in metadata["outputs"]] == list(OUTPUTS)
     assert metadata["parameters"]["similarity"] == "trigram"
     config = model_config("reward_model", 64)
-    assert config["max_batch_size"] == 64 and [t["name"] for t in config["input"] if t.get("optional")] == ["preset", "upstream_exact"]
+    assert config["max_batch_size"] == 64
+    assert [t["name"] for t in config["input"] if t.get("optional")] == ["preset", "upstream_exact"]
