@@ -29,6 +29,8 @@ from typing import Any, BinaryIO
 
 import torch
 
+from nemo_spatial.fileio import atomic_write
+
 # safetensors dtype names <-> torch dtypes (the ones a policy's weights can have).
 _ST_DTYPES: dict[torch.dtype, str] = {
     torch.float32: "F32",
@@ -131,14 +133,11 @@ def write_bucket(bucket: Bucket, path: str | os.PathLike[str], scratch: torch.Te
         offset += nbytes
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)  # safetensors pads the header to 8 bytes
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
+    with atomic_write(path, "wb") as handle:  # the reader never sees a half-written bucket
         handle.write(struct.pack("<Q", len(encoded)))
         handle.write(encoded)
         for _, tensor in ordered:
             scratch = _write_tensor(handle, tensor, bucket.target_dtype(tensor), scratch)
-    tmp.rename(path)
     return 8 + len(encoded) + offset
 
 
