@@ -25,7 +25,7 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import torch
 
@@ -133,7 +133,7 @@ def write_bucket(bucket: Bucket, path: str | os.PathLike[str], scratch: torch.Te
         offset += nbytes
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)  # safetensors pads the header to 8 bytes
-    with atomic_write(path, "wb") as handle:  # the reader never sees a half-written bucket
+    with atomic_write(Path(path), "wb") as handle:  # the reader never sees a half-written bucket
         handle.write(struct.pack("<Q", len(encoded)))
         handle.write(encoded)
         for _, tensor in ordered:
@@ -141,7 +141,7 @@ def write_bucket(bucket: Bucket, path: str | os.PathLike[str], scratch: torch.Te
     return 8 + len(encoded) + offset
 
 
-def _write_tensor(handle: BinaryIO, tensor: torch.Tensor, dtype: torch.dtype, scratch: torch.Tensor | None):
+def _write_tensor(handle: IO[bytes], tensor: torch.Tensor, dtype: torch.dtype, scratch: torch.Tensor | None):
     if tensor.numel() == 0:
         return scratch
     if tensor.device.type == "cpu" and tensor.dtype == dtype and tensor.is_contiguous():
