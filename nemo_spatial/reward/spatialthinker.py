@@ -31,14 +31,18 @@ Departures from upstream (all but the last change behaviour only, never a number
   that dominates its group's advantage normalisation; here spatial, like every component, stays in [0, 1].
   The matching is unchanged. `upstream_exact=True` (reward.upstream_exact, the score CLI's --upstream-exact,
   the service's `upstream_exact` input) restores upstream's value: the matched pair's mciou as it is, so
-  spatial and overall may be below 0 (the spec's ground truth with man.1 predicted at [640, 165, 0, 166]:
-  spatial -0.25005 upstream-exact, 0.49999985 floored).
+  spatial and overall may be below 0. Worked value (the spec's ground truth, bike.1 predicted exactly, man.1 at
+  the inverted [640, 165, 0, 166], whose mciou is -1.873816): spatial (0.9999997 - 1.873816) / 2 = -0.4369082
+  and overall 0.7126184 upstream-exact; spatial 0.9999997 / 2 = 0.49999986 and overall 0.9 floored. The spec's
+  own worked values are the same in both modes (tests/unit/reward/test_upstream_exact.py).
 
 Bounds on one sample's cost (both modes; no realistic scene comes near them, so no realistic score moves):
 - Only the first MAX_MATCHED_OBJECTS (256) predicted objects enter the box matching (the count reward still
   counts all of them); a ground truth with more objects is a per-sample error (a data error). The matching
   is thus at most 256 x 256 pairs (~65,000 label comparisons and mciou values) where 10,000 x 2,000 boxes
   took 51 s and 2.1 GB before. STVQA-7K's scenes have a handful of objects.
+- A scene block over parsing.MAX_SCENE_CHARS (1,000,000 characters) is invalid in a response (format 0) and a
+  per-sample error in a ground truth, so parsing, the one step that cannot be cut off, stays under ~0.3 s.
 - `deadline` (a `time.thread_time()` value; RewardScorer sets it from its per-sample CPU budget) is checked
   after each stage and on every row of the matching: past it, ScoringTimeout, which the batch layer turns
   into reward 0 with an error.
@@ -56,6 +60,7 @@ from scipy.optimize import linear_sum_assignment
 
 from nemo_spatial.reward.boxes import Box, mciou_rows
 from nemo_spatial.reward.parsing import (
+    MAX_SCENE_CHARS,
     box_as_floats,
     extract_answer,
     first_block,
@@ -139,6 +144,9 @@ def score(
 @lru_cache(maxsize=4096)
 def parse_ground_truth(text: str) -> GroundTruth:
     """Parse once per distinct ground truth; raises ValueError for objects without a usable id and box."""
+    block = first_block(text, "scene")
+    if block is not None and len(block) > MAX_SCENE_CHARS:
+        raise ValueError(f"ground-truth scene has {len(block)} characters, over the reward's cap of {MAX_SCENE_CHARS}")
     scene = parse_scene(text)
     objects = scene.get("objects")
     objects = objects if isinstance(objects, list) else []

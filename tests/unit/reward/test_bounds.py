@@ -13,6 +13,7 @@ import pytest
 
 from nemo_spatial.reward import RewardSample, RewardScorer
 from nemo_spatial.reward.examples import BEHIND, BIKE, GROUND_TRUTH, MAN, PROBLEM, response, worked_samples
+from nemo_spatial.reward.parsing import MAX_SCENE_CHARS
 from nemo_spatial.reward.scoring_pool import ScoringPool
 from nemo_spatial.reward.service_model import ScoringRequest
 from nemo_spatial.reward.spatialthinker import MAX_MATCHED_OBJECTS
@@ -33,10 +34,10 @@ def _long_name(i):
     return "".join(chr(97 + i // 26**k % 26) for k in range(5)) * 60  # distinct, past the label cache's length
 
 
-# A sample that stays expensive under the cap: 10,000 predicted and 256 ground-truth objects, all with distinct
+# A sample that stays expensive under the caps (650 KB): 2,000 predicted and 256 ground-truth objects, all with distinct
 # 300-letter labels, so each of the 65,536 matched pairs computes a label similarity (8.5 CPU-s unbudgeted, measured).
 EXPENSIVE = RewardSample(
-    response({"objects": _objects(10_000, _long_name)}),
+    response({"objects": _objects(2_000, _long_name)}),
     _ground_truth(_objects(MAX_MATCHED_OBJECTS, lambda i: _long_name(i + 7))),
     PROBLEM,
 )
@@ -104,3 +105,14 @@ def test_the_service_answers_a_valid_request_while_expensive_samples_are_scored(
     assert answer.errors == [""] and round(float(answer.values[0][0]), 5) == 1.0
     assert all(error.startswith("ScoringTimeout") for error in hostile.errors)
     assert waited < 20, waited  # behind at most two budgets of CPU per process (two jobs outstanding each)
+
+
+def test_a_scene_over_a_million_characters_is_not_parsed():
+    padding = " " * MAX_SCENE_CHARS  # valid JSON whitespace: upstream would parse it and score the scene
+    scene = json.dumps({"objects": [BIKE, MAN], "relationships": [BEHIND]})
+    big = response().replace(scene, padding + scene) if scene in response() else None
+    assert big is not None
+    scorer = RewardScorer("spatialthinker", "trigram")
+    assert scorer.score_one(RewardSample(big, GROUND_TRUTH, PROBLEM)).format == 0.0
+    big_truth = GROUND_TRUTH.replace("<scene>", "<scene>" + padding)
+    assert "over the reward's cap of 1000000" in scorer.score_one(RewardSample(response(), big_truth, PROBLEM)).error
