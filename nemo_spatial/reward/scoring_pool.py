@@ -8,8 +8,9 @@ more work (Triton's `max_queue_delay` = 0): a job leaves as soon as a process sl
 per process are outstanding, so a burst waits here, where it can still be coalesced.
 
 One sample costs at most its CPU-time budget (reward.sample_time_budget_s, checked inside the scorer's loops,
-batch.py) on top of work linear in its text, and a request's pieces queue behind other jobs only one chunk at a
-time, so an expensive request delays a valid one by at most about chunk_size budgets, never for good.
+batch.py) on top of work linear in its text, and the waiting requests' pieces are taken in turn, one piece of
+each request at a time, so a large or expensive request slows the others (by the jobs already handed out, each
+at most chunk_size samples) but cannot hold the processes until it is done.
 
 A process that dies (out of memory, killed) breaks Python's pool: the pieces of the jobs it held fail with
 WorkerCrashed (the server answers 503, which the client retries), and a fresh pool replaces it.
@@ -125,7 +126,7 @@ class ScoringPool:
         self._context = multiprocessing.get_context("forkserver")  # forking a threaded event loop is unsafe
         self._context.set_forkserver_preload(["nemo_spatial.reward.batch", "numpy", "scipy.optimize"])
         self._executor: ProcessPoolExecutor | None = None
-        self._pending: deque[_Piece] = deque()
+        self._pending: deque[deque[_Piece]] = deque()  # one queue of pieces per request, taken in turn
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(2 * workers)
         self._dispatcher: asyncio.Task[None] | None = None
@@ -177,7 +178,7 @@ class ScoringPool:
                 pieces.append(_Piece(payload, loop.create_future()))
         if not pieces:
             return Scores(np.zeros((len(_FIELDS), 0), dtype=np.float32), [])
-        self._pending.extend(pieces)
+        self._pending.append(deque(pieces))
         self._wakeup.set()
         results = await asyncio.gather(*(piece.future for piece in pieces))
         values = np.concatenate([values for values, _ in results], axis=1)
@@ -202,15 +203,22 @@ class ScoringPool:
             self._record(job)
 
     async def _next_job(self) -> list[_Piece]:
-        """The pieces waiting now, oldest first, up to chunk_size samples (at least one piece)."""
+        """The pieces waiting now, up to chunk_size samples (at least one piece), one request's piece at a time
+        in turn: a request of many pieces (or of expensive samples) shares the processes with the requests that
+        arrive after it instead of holding them until it is done."""
         job: list[_Piece] = []
         size = 0
         while not job:
             while not self._pending:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            while self._pending and (not job or size + len(self._pending[0]) <= self.chunk_size):
-                piece = self._pending.popleft()
+            while self._pending and (not job or size + len(self._pending[0][0]) <= self.chunk_size):
+                queue = self._pending[0]
+                piece = queue.popleft()
+                if queue:
+                    self._pending.rotate(-1)  # the next request's turn
+                else:
+                    self._pending.popleft()
                 if not piece.future.done():  # skip pieces of requests whose client went away
                     job.append(piece)
                     size += len(piece)
@@ -256,7 +264,7 @@ class ScoringPool:
         """
         if self._dispatcher is not None:
             self._dispatcher.cancel()
-        for piece in self._pending:
+        for piece in (piece for queue in self._pending for piece in queue):
             if not piece.future.done():
                 piece.future.set_exception(WorkerCrashed("the server is shutting down; retry on its successor"))
         self._pending.clear()

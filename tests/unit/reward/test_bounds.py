@@ -89,22 +89,24 @@ def test_the_service_answers_a_valid_request_while_expensive_samples_are_scored(
         return ScoringRequest(*columns, segments=[("spatialthinker", False, 0, len(samples))], shape=(len(samples),))
 
     async def scenario():
-        pool = ScoringPool(workers=2, chunk_size=1, similarity="trigram", time_budget_s=0.5)
+        pool = ScoringPool(workers=2, chunk_size=1, similarity="trigram", time_budget_s=0.2)
         await pool.start()
         try:
-            hostile = asyncio.ensure_future(pool.score(request([EXPENSIVE] * 4)))
+            hostile = asyncio.ensure_future(pool.score(request([EXPENSIVE] * 8)))
             await asyncio.sleep(0.2)
             start = time.monotonic()
             answer = await asyncio.wait_for(pool.score(request([valid])), timeout=30)
             waited = time.monotonic() - start
-            return answer, waited, await asyncio.wait_for(hostile, timeout=60)
+            hostile_still_running = not hostile.done()  # the valid request did not wait for all 8
+            return answer, waited, hostile_still_running, await asyncio.wait_for(hostile, timeout=120)
         finally:
             await pool.close()
 
-    answer, waited, hostile = asyncio.run(scenario())
+    answer, waited, hostile_still_running, hostile = asyncio.run(scenario())
     assert answer.errors == [""] and round(float(answer.values[0][0]), 5) == 1.0
-    assert all(error.startswith("ScoringTimeout") for error in hostile.errors)
-    assert waited < 20, waited  # behind at most two budgets of CPU per process (two jobs outstanding each)
+    assert all(error.startswith("ScoringTimeout") for error in hostile.errors) and len(hostile.errors) == 8
+    assert hostile_still_running  # pieces are taken a request at a time, in turn
+    assert waited < 20, waited  # behind the jobs already handed out: two budgets of CPU per process
 
 
 def test_a_scene_over_a_million_characters_is_not_parsed():

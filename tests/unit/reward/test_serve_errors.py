@@ -92,3 +92,13 @@ def test_an_unknown_host_is_refused_naming_the_key():
 
 def test_urls_bracket_ipv6():
     assert url_of("::1", 5) == "http://[::1]:5" and url_of("127.0.0.1", 5) == "http://127.0.0.1:5"
+
+
+def test_ipv6_any_is_bindable_where_the_machine_has_ipv6():
+    try:
+        socket.socket(socket.AF_INET6).bind(("::", 0))
+    except OSError:
+        with pytest.raises(UserError, match=r"cannot serve on http://\[::\]:"):
+            check_bindable("::", 5598)
+        return
+    check_bindable("::", 0)  # no error: `--host ::` (with a token) binds every IPv6 and IPv4 address
