@@ -97,7 +97,8 @@ def _disconnect_mid_body(port: int) -> None:
 
 def test_ipv6_loopback_serves_and_ipv6_any_needs_a_token(tmp_path):
     try:
-        socket.socket(socket.AF_INET6).bind(("::1", 0))
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
     except OSError:
         done = _serve("--host", "::1")  # no IPv6 here: refused with one line naming the host
         assert done.returncode == 2 and "cannot serve on http://[::1]" in done.stderr

@@ -96,7 +96,8 @@ def test_urls_bracket_ipv6():
 
 def test_ipv6_any_is_bindable_where_the_machine_has_ipv6():
     try:
-        socket.socket(socket.AF_INET6).bind(("::", 0))
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::", 0))
     except OSError:
         with pytest.raises(UserError, match=r"cannot serve on http://\[::\]:"):
             check_bindable("::", 5598)
