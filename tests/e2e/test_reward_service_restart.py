@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 
+import psutil
 import pytest
 
 from nemo_spatial.config import load_config
@@ -68,8 +69,12 @@ def test_a_restart_answers_503_and_the_client_retries_on_the_successor(tmp_path,
         time.sleep(0.5)
         with caplog.at_level(logging.WARNING, logger="nemo_spatial.reward.client"), _client(first.url) as client:
             sender = threading.Thread(target=lambda: answers.append(client.score_batch([_slow_sample(), valid])))
+            workers = [psutil.Process(pid) for pid in first.scoring_pids()]
+            busy_before = sum(w.cpu_times().user for w in workers)
             sender.start()
-            time.sleep(1.5)  # the first sample is being scored (it takes 3 s of the 1 s grace period)
+            deadline = time.monotonic() + 120
+            while sum(w.cpu_times().user for w in workers) - busy_before < 0.5 and time.monotonic() < deadline:
+                time.sleep(0.05)  # until the slow sample is being scored (3 CPU-s, past the 1 s grace period)
             first.process.send_signal(signal.SIGTERM)
             assert first.process.wait(timeout=90) == -signal.SIGTERM
             second = ServerProcess(tmp_path / "second.log", *SERVER, workers=1, port=first.port)
