@@ -25,7 +25,7 @@ import logging
 import os
 import stat
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -47,8 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "score":
-        scorer = RewardScorer(args.preset, args.similarity, upstream_exact=args.upstream_exact)
-        return score_file(args.input, args.output, scorer)
+        # A factory: the paths are checked before the similarity backend (spaCy: seconds) is loaded.
+        return score_file(
+            args.input, args.output, lambda: RewardScorer(args.preset, args.similarity, args.upstream_exact)
+        )
     return demo(args.config, args.overrides)
 
 
@@ -73,7 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def score_file(input_path: str | Path, output_path: str | Path, scorer: RewardScorer) -> int:
+def score_file(
+    input_path: str | Path, output_path: str | Path, scorer: RewardScorer | Callable[[], RewardScorer]
+) -> int:
     """Score every line of `input_path` into `output_path` ('-' for stdin/stdout); returns the exit status.
 
     Raises UserError (before writing anything) for a missing or directory input, a directory output, or an
@@ -82,7 +86,7 @@ def score_file(input_path: str | Path, output_path: str | Path, scorer: RewardSc
     with contextlib.ExitStack() as stack:
         source = stack.enter_context(_open_input(str(input_path)))
         sink = stack.enter_context(_open_output(str(output_path), os.fstat(source.fileno())))
-        bad_lines = _score_stream(source, sink, scorer)
+        bad_lines = _score_stream(source, sink, scorer if isinstance(scorer, RewardScorer) else scorer())
     if bad_lines:
         shown = ", ".join(map(str, bad_lines[:20])) + (" ..." if len(bad_lines) > 20 else "")
         print(f"{len(bad_lines)} line(s) had errors (scored 0, see 'error'): lines {shown}", file=sys.stderr)
