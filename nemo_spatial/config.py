@@ -59,8 +59,12 @@ class RewardConfig:
     preset: str = "spatialthinker"
     similarity: str = "auto"
     similarity_model: str = "en_core_web_md"
+    upstream_exact: bool = False  # upstream's spatialthinker value exactly: mciou not floored at 0
+    sample_time_budget_s: float = 2.0  # CPU seconds one sample may take; past it: reward 0 and an error
 
     def __post_init__(self) -> None:
+        if not self.sample_time_budget_s > 0:
+            raise ConfigError(f"reward.sample_time_budget_s={self.sample_time_budget_s} must be > 0")
         if self.preset not in PRESETS:
             raise ConfigError(f"reward.preset={self.preset!r} is not a preset; use one of: {', '.join(PRESETS)}")
         if self.similarity not in SIMILARITY_BACKENDS:

@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +50,7 @@ from nemo_spatial.data.synth_scene import (
     relation,
     relative_direction,
 )
+from nemo_spatial.fileio import staged_directory
 
 OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 LEVELS = {"orientation": "hard", "depth": "medium", "distance": "medium", "reach": "medium", "size": "medium"}
@@ -368,15 +367,11 @@ def ensure_synthetic(root: Path, split: str, rows: int, seed: int) -> Path:
     final = root / f"{split}-n{rows}-seed{seed}"
     if (final / "COMPLETE").is_file():
         return final
-    staging = root / f"{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    write_split(staging, split, rows, seed)
-    (staging / "COMPLETE").write_text("")
     try:
-        staging.rename(final)
+        with staged_directory(final) as staging:
+            write_split(staging, split, rows, seed)
+            (staging / "COMPLETE").write_text("")
     except OSError:  # another process finished first: use its copy (the same bytes)
-        shutil.rmtree(staging, ignore_errors=True)
         if not (final / "COMPLETE").is_file():
             raise
     return final

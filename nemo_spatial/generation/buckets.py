@@ -25,9 +25,11 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import torch
+
+from nemo_spatial.fileio import atomic_write
 
 # safetensors dtype names <-> torch dtypes (the ones a policy's weights can have).
 _ST_DTYPES: dict[torch.dtype, str] = {
@@ -131,18 +133,15 @@ def write_bucket(bucket: Bucket, path: str | os.PathLike[str], scratch: torch.Te
         offset += nbytes
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)  # safetensors pads the header to 8 bytes
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
+    with atomic_write(Path(path), "wb") as handle:  # the reader never sees a half-written bucket
         handle.write(struct.pack("<Q", len(encoded)))
         handle.write(encoded)
         for _, tensor in ordered:
             scratch = _write_tensor(handle, tensor, bucket.target_dtype(tensor), scratch)
-    tmp.rename(path)
     return 8 + len(encoded) + offset
 
 
-def _write_tensor(handle: BinaryIO, tensor: torch.Tensor, dtype: torch.dtype, scratch: torch.Tensor | None):
+def _write_tensor(handle: IO[bytes], tensor: torch.Tensor, dtype: torch.dtype, scratch: torch.Tensor | None):
     if tensor.numel() == 0:
         return scratch
     if tensor.device.type == "cpu" and tensor.dtype == dtype and tensor.is_contiguous():

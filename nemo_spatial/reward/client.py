@@ -12,7 +12,9 @@ Both refuse the same samples the same way: a field that is not a string, or text
 The remote client splits a rollout into requests of `batch_size` samples, sends up to `max_in_flight` at once
 (urllib3 connection pool, one thread each), and puts the answers back in order. A lost connection, a timeout,
 or a 429/502/503/504 is retried `retries` times with doubling, jittered backoff (scoring is a pure function, so
-a retry is safe); any other 4xx/5xx is raised at once with the server's message. The constructor checks the
+a retry is safe): a server that is shutting down answers its last requests 503, and a restarted one takes them
+up. Any other 4xx/5xx is raised at once with the server's message. `upstream_exact` travels with every
+request (the `upstream_exact` input), as the preset does. The constructor checks the
 server once, without retrying, so an unreachable server fails fast with its host and port.
 """
 
@@ -31,9 +33,15 @@ import numpy as np
 import urllib3
 
 from nemo_spatial.reward import kserve
-from nemo_spatial.reward.batch import BatchResult, RewardResult, RewardSample, RewardScorer
+from nemo_spatial.reward.batch import DEFAULT_TIME_BUDGET_S, BatchResult, RewardResult, RewardSample, RewardScorer
 from nemo_spatial.reward.service_config import RewardServiceConfig, parse_url
-from nemo_spatial.reward.service_model import ERRORS_OUTPUT, PRESET_INPUT, SAMPLE_INPUTS, SCORE_OUTPUTS
+from nemo_spatial.reward.service_model import (
+    ERRORS_OUTPUT,
+    PRESET_INPUT,
+    SAMPLE_INPUTS,
+    SCORE_OUTPUTS,
+    UPSTREAM_EXACT_INPUT,
+)
 from nemo_spatial.reward.similarity import make_similarity
 
 if TYPE_CHECKING:
@@ -67,16 +75,27 @@ def sample_fields(response: str) -> dict[str, Any]:
 
 def make_reward_client(cfg: Config) -> RewardClient:
     """The client `cfg.reward_service.mode` asks for, scoring with `cfg.reward`'s preset and similarity."""
+    reward = cfg.reward
     if cfg.reward_service.mode == "remote":
-        return RemoteRewardClient(cfg.reward_service, cfg.reward.preset, cfg.reward.similarity)
-    return LocalRewardClient(cfg.reward.preset, cfg.reward.similarity, cfg.reward.similarity_model)
+        return RemoteRewardClient(cfg.reward_service, reward.preset, reward.similarity, reward.upstream_exact)
+    return LocalRewardClient(
+        reward.preset, reward.similarity, reward.similarity_model, reward.upstream_exact, reward.sample_time_budget_s
+    )
 
 
 class LocalRewardClient:
     """Scores in the calling process with RewardScorer, at the wire's float32 precision."""
 
-    def __init__(self, preset: str, similarity: str = "auto", similarity_model: str = "en_core_web_md") -> None:
-        self.scorer = RewardScorer(preset, make_similarity(similarity, similarity_model))
+    def __init__(
+        self,
+        preset: str,
+        similarity: str = "auto",
+        similarity_model: str = "en_core_web_md",
+        upstream_exact: bool = False,
+        time_budget_s: float = DEFAULT_TIME_BUDGET_S,
+    ) -> None:
+        similarity_backend = make_similarity(similarity, similarity_model)
+        self.scorer = RewardScorer(preset, similarity_backend, upstream_exact, time_budget_s)
 
     def score_batch(self, samples: Sequence[RewardSample]) -> BatchResult:
         results = [_unsendable(sample) or self.scorer.score_one(sample) for sample in samples]
@@ -98,8 +117,10 @@ class LocalRewardClient:
 class RemoteRewardClient:
     """Scores on the KServe v2 reward server at `service.url`; see the module docstring."""
 
-    def __init__(self, service: RewardServiceConfig, preset: str, similarity: str = "auto") -> None:
-        self.service, self.preset = service, preset
+    def __init__(
+        self, service: RewardServiceConfig, preset: str, similarity: str = "auto", upstream_exact: bool = False
+    ) -> None:
+        self.service, self.preset, self.upstream_exact = service, preset, upstream_exact
         _, self.host, self.port = parse_url(service.url)
         self.where = f"{self.host}:{self.port}"
         self._pool = urllib3.connection_from_url(
@@ -169,6 +190,8 @@ class RemoteRewardClient:
             for name, field in zip(SAMPLE_INPUTS, FIELDS, strict=True)
         ]
         tensors.append(kserve.Tensor(PRESET_INPUT, "BYTES", (1, 1), [self.preset]))
+        exact = np.array([self.upstream_exact], dtype=np.bool_)
+        tensors.append(kserve.Tensor(UPSTREAM_EXACT_INPUT, "BOOL", (1, 1), exact))
         request_id = f"{os.getpid()}-{id(samples)}-{time.monotonic_ns()}"
         body, headers = kserve.encode_request(tensors, self.service.binary_data, request_id=request_id)
         content, header_length = self._post(body, {**self._headers, **headers}, n)

@@ -7,7 +7,7 @@ elements are a 4-byte little-endian length then the bytes; numeric tensors are l
 This is what `tritonclient.http` sends with `binary_data=True` and reads with `binary_data_output=True`.
 
 Scope, chosen for the reward model (whose inputs are all BYTES and outputs FP32 and BYTES): BYTES tensors are
-decoded to `str` (strict UTF-8), FP32/FP64/INT32/INT64 tensors to numpy; tensors of other datatypes are parsed
+decoded to `str` (strict UTF-8), BOOL/FP32/FP64/INT32/INT64 tensors to numpy; tensors of other datatypes are parsed
 and bounds-checked but not decoded (`data` is None), so a model can name them in its error message.
 Every malformed body raises ProtocolError with a message naming the field and what is wrong; nothing here
 allocates more than the body's size (element counts are checked against the bytes before use).
@@ -30,7 +30,7 @@ BINARY_CONTENT_TYPE = "application/octet-stream"
 ITEM_SIZES = {"BOOL": 1, "UINT8": 1, "INT8": 1, "UINT16": 2, "INT16": 2, "FP16": 2, "BF16": 2}
 ITEM_SIZES |= {"UINT32": 4, "INT32": 4, "FP32": 4, "UINT64": 8, "INT64": 8, "FP64": 8}
 DATATYPES = frozenset((*ITEM_SIZES, "BYTES"))
-NUMPY_TYPES = {"FP32": "<f4", "FP64": "<f8", "INT32": "<i4", "INT64": "<i8"}
+NUMPY_TYPES = {"BOOL": "?", "FP32": "<f4", "FP64": "<f8", "INT32": "<i4", "INT64": "<i8"}
 _LENGTH = struct.Struct("<I")
 _json_decoder = msgspec.json.Decoder()
 _json_encoder = msgspec.json.Encoder()
@@ -263,6 +263,8 @@ def _json_data(name: str, datatype: str, count: int, data: object, kind: str) ->
         return values
     if datatype not in NUMPY_TYPES:
         return None
+    if datatype == "BOOL" and not all(isinstance(value, bool) for value in values):
+        raise ProtocolError(f"{kind} {name!r}: BOOL 'data' must hold true or false")
     try:
         return np.asarray(values, dtype=NUMPY_TYPES[datatype])
     except (TypeError, ValueError, OverflowError):

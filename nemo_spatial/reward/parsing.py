@@ -4,6 +4,10 @@ Every function here returns what the upstream regular expressions return (Spatia
 `spatial_sgg.py`, EasyR1's `r1v.py`) but in time linear in the text. Upstream's lazy `.*?` patterns are
 quadratic on adversarial text (a megabyte of unmatched `<answer>` tags takes minutes); a policy under RL
 produces such text, so these are written with `str.find` and tested for equality against the regexes.
+
+One bound departs from upstream: a `<scene>` block over MAX_SCENE_CHARS (1,000,000 characters; a realistic
+scene is a few hundred, 256 objects with long labels under 100,000) is not parsed and counts as invalid, so
+the one step of scoring that cannot be interrupted (the C JSON parser) stays under ~0.3 s.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ ID_PATTERN = re.compile(r"[a-zA-Z_]+\.\d+")
 IMAGE_SIZE_PATTERN = re.compile(r"Image size: \((.*?) x (.*?)\)")
 OBJECT_KEYS = frozenset(("id", "bbox"))
 RELATION_KEYS = ("subject", "predicate", "object")
+MAX_SCENE_CHARS = 1_000_000
 
 
 def first_block(text: str, tag: str) -> str | None:
@@ -69,10 +74,11 @@ def parse_scene(text: str) -> dict[str, Any]:
     """The first `<scene>` block parsed as JSON; `{}` when absent, invalid, or not an object.
 
     Python's `json` (as upstream) accepts `NaN` and `Infinity`; numbers that need them are handled where
-    boxes are used. Deep nesting raises RecursionError inside `json`, which counts as invalid here.
+    boxes are used. Deep nesting raises RecursionError inside `json`, which counts as invalid here, as does a
+    block over MAX_SCENE_CHARS.
     """
     block = first_block(text, "scene")
-    if block is None:
+    if block is None or len(block) > MAX_SCENE_CHARS:
         return {}
     try:
         parsed = json.loads(block.strip())

@@ -7,6 +7,11 @@ every process busy and many small requests from many trainer ranks share a job. 
 more work (Triton's `max_queue_delay` = 0): a job leaves as soon as a process slot is free, and at most two jobs
 per process are outstanding, so a burst waits here, where it can still be coalesced.
 
+One sample costs at most its CPU-time budget (reward.sample_time_budget_s, checked inside the scorer's loops,
+batch.py) on top of work linear in its text, and the waiting requests' pieces are taken in turn, one piece of
+each request at a time, so a large or expensive request slows the others (by the jobs already handed out, each
+at most chunk_size samples) but cannot hold the processes until it is done.
+
 A process that dies (out of memory, killed) breaks Python's pool: the pieces of the jobs it held fail with
 WorkerCrashed (the server answers 503, which the client retries), and a fresh pool replaces it.
 """
@@ -27,14 +32,15 @@ from functools import partial
 
 import numpy as np
 
-from nemo_spatial.reward.batch import RewardSample, RewardScorer
+from nemo_spatial.reward.batch import DEFAULT_TIME_BUDGET_S, RewardSample, RewardScorer
 from nemo_spatial.reward.service_model import SCORE_OUTPUTS, Scores, ScoringRequest
 from nemo_spatial.reward.similarity import LabelSimilarity, make_similarity
 
 logger = logging.getLogger(__name__)
 
-# One job: (preset, responses, ground truths, problems) per piece; its result: (values (5, n) float32, errors).
-JobPiece = tuple[str, list[str], list[str], list[str]]
+# One job: (preset, upstream_exact, responses, ground truths, problems) per piece;
+# its result: (values (5, n) float32, errors).
+JobPiece = tuple[str, bool, list[str], list[str], list[str]]
 PieceResult = tuple[np.ndarray, list[str]]
 _FIELDS = tuple(SCORE_OUTPUTS.values())
 
@@ -46,11 +52,13 @@ class WorkerCrashed(RuntimeError):
 # --- in each scoring process -------------------------------------------------------------------------------
 
 _similarity: LabelSimilarity | None = None
-_scorers: dict[str, RewardScorer] = {}
+_time_budget_s = DEFAULT_TIME_BUDGET_S
+_scorers: dict[tuple[str, bool], RewardScorer] = {}
 
 
-def _init_worker(similarity: str, similarity_model: str) -> None:
-    global _similarity
+def _init_worker(similarity: str, similarity_model: str, time_budget_s: float = DEFAULT_TIME_BUDGET_S) -> None:
+    global _similarity, _time_budget_s
+    _time_budget_s = time_budget_s
     # Ctrl-C reaches the whole process group; the server, not the terminal, decides when scoring stops,
     # so a graceful shutdown can finish the requests in flight.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -64,11 +72,12 @@ def _worker_info() -> tuple[int, str]:
 
 def _score_job(job: list[JobPiece]) -> list[PieceResult]:
     results = []
-    for preset, responses, ground_truths, problems in job:
-        scorer = _scorers.get(preset)
+    for preset, upstream_exact, responses, ground_truths, problems in job:
+        scorer = _scorers.get((preset, upstream_exact))
         if scorer is None:
             assert _similarity is not None
-            scorer = _scorers[preset] = RewardScorer(preset, _similarity)
+            scorer = RewardScorer(preset, _similarity, upstream_exact, _time_budget_s)
+            _scorers[preset, upstream_exact] = scorer
         rows, errors = [], [""] * len(responses)
         for i, sample in enumerate(map(RewardSample, responses, ground_truths, problems)):
             result = scorer.score_one(sample)
@@ -89,7 +98,7 @@ class _Piece:
     future: asyncio.Future[PieceResult]
 
     def __len__(self) -> int:
-        return len(self.payload[1])
+        return len(self.payload[2])
 
 
 @dataclass
@@ -103,14 +112,21 @@ class PoolStats:
 class ScoringPool:
     """`workers` scoring processes fed by one dispatcher; `await score(request)` from the event loop."""
 
-    def __init__(self, workers: int, chunk_size: int, similarity: str = "auto", similarity_model: str = "") -> None:
+    def __init__(
+        self,
+        workers: int,
+        chunk_size: int,
+        similarity: str = "auto",
+        similarity_model: str = "",
+        time_budget_s: float = DEFAULT_TIME_BUDGET_S,
+    ) -> None:
         self.workers = workers
         self.chunk_size = chunk_size
-        self._init_args = (similarity, similarity_model or "en_core_web_md")
+        self._init_args = (similarity, similarity_model or "en_core_web_md", time_budget_s)
         self._context = multiprocessing.get_context("forkserver")  # forking a threaded event loop is unsafe
         self._context.set_forkserver_preload(["nemo_spatial.reward.batch", "numpy", "scipy.optimize"])
         self._executor: ProcessPoolExecutor | None = None
-        self._pending: deque[_Piece] = deque()
+        self._pending: deque[deque[_Piece]] = deque()  # one queue of pieces per request, taken in turn
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(2 * workers)
         self._dispatcher: asyncio.Task[None] | None = None
@@ -149,11 +165,12 @@ class ScoringPool:
         """Score every sample of the request, in order."""
         loop = asyncio.get_running_loop()
         pieces = []
-        for preset, start, stop in request.segments:
+        for preset, upstream_exact, start, stop in request.segments:
             for begin in range(start, stop, self.chunk_size):
                 end = min(begin + self.chunk_size, stop)
                 payload = (
                     preset,
+                    upstream_exact,
                     request.responses[begin:end],
                     request.ground_truths[begin:end],
                     request.problems[begin:end],
@@ -161,7 +178,7 @@ class ScoringPool:
                 pieces.append(_Piece(payload, loop.create_future()))
         if not pieces:
             return Scores(np.zeros((len(_FIELDS), 0), dtype=np.float32), [])
-        self._pending.extend(pieces)
+        self._pending.append(deque(pieces))
         self._wakeup.set()
         results = await asyncio.gather(*(piece.future for piece in pieces))
         values = np.concatenate([values for values, _ in results], axis=1)
@@ -186,15 +203,22 @@ class ScoringPool:
             self._record(job)
 
     async def _next_job(self) -> list[_Piece]:
-        """The pieces waiting now, oldest first, up to chunk_size samples (at least one piece)."""
+        """The pieces waiting now, up to chunk_size samples (at least one piece), one request's piece at a time
+        in turn: a request of many pieces (or of expensive samples) shares the processes with the requests that
+        arrive after it instead of holding them until it is done."""
         job: list[_Piece] = []
         size = 0
         while not job:
             while not self._pending:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            while self._pending and (not job or size + len(self._pending[0]) <= self.chunk_size):
-                piece = self._pending.popleft()
+            while self._pending and (not job or size + len(self._pending[0][0]) <= self.chunk_size):
+                queue = self._pending[0]
+                piece = queue.popleft()
+                if queue:
+                    self._pending.rotate(-1)  # the next request's turn
+                else:
+                    self._pending.popleft()
                 if not piece.future.done():  # skip pieces of requests whose client went away
                     job.append(piece)
                     size += len(piece)
@@ -240,7 +264,7 @@ class ScoringPool:
         """
         if self._dispatcher is not None:
             self._dispatcher.cancel()
-        for piece in self._pending:
+        for piece in (piece for queue in self._pending for piece in queue):
             if not piece.future.done():
                 piece.future.set_exception(WorkerCrashed("the server is shutting down; retry on its successor"))
         self._pending.clear()

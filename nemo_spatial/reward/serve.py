@@ -12,7 +12,12 @@ Requests are limited in size (413), malformed ones answered 400 with what is wro
 It binds 127.0.0.1 by default; a bearer token from $NEMO_SPATIAL_REWARD_TOKEN (reward_service.token_env) is
 required on every route but the health checks when set, and binding another address without one is refused
 unless reward_service.server.allow_unauthenticated=true. SIGTERM or Ctrl-C stops accepting connections, lets
-the requests in flight finish (up to graceful_timeout_s), then stops the scoring processes.
+the requests in flight finish (up to graceful_timeout_s), then stops the scoring processes. A request still in
+flight when the grace period ends is answered 503 with a v2 JSON error (never uvicorn's plain-text 500), which
+the client retries on the restarted server; a client that goes away mid-body costs one log line.
+IPv6: `--host ::` (every address, a token needed) or `--host ::1` (loopback) bind IPv6; a host the machine cannot
+bind is refused with one line naming it. Errors of the command line or config: one line, exit status 2
+(nemo_spatial.cli.run_main; --verbose for the traceback).
 
 Why not PyTriton (nvidia-pytriton 0.7.0, a real Triton server), measured on the 2-core CPU machine:
 - it pins numpy<2, which breaks scipy 1.18 (the reward's assignment solver) and the rest of the stack; with
@@ -27,22 +32,27 @@ The wire protocol is the same, which is what Aligner-style clients depend on.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import hmac
 import logging
 import math
 import os
+import socket
 import sys
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from nemo_spatial.config import Config, ConfigError, load_config
+from nemo_spatial.cli import add_verbose_flag, run_main
+from nemo_spatial.config import Config, load_config
+from nemo_spatial.errors import UserError
 from nemo_spatial.reward import kserve
 from nemo_spatial.reward.scoring_pool import ScoringPool, WorkerCrashed
 from nemo_spatial.reward.service_model import (
@@ -72,7 +82,13 @@ class RewardServer:
         self.model_name = cfg.reward_service.model_name
         self.token = token
         count = workers or self.server_cfg.workers or len(os.sched_getaffinity(0))
-        self.pool = ScoringPool(count, self.server_cfg.chunk_size, cfg.reward.similarity, cfg.reward.similarity_model)
+        self.pool = ScoringPool(
+            count,
+            self.server_cfg.chunk_size,
+            cfg.reward.similarity,
+            cfg.reward.similarity_model,
+            cfg.reward.sample_time_budget_s,
+        )
         model_routes: list[tuple[str, Handler, str]] = [
             ("", self.metadata, "GET"),
             ("/ready", self.model_ready, "GET"),
@@ -86,11 +102,12 @@ class RewardServer:
         ]
         for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
             routes += [Route(prefix + path, self._guarded(fn), methods=[method]) for path, fn, method in model_routes]
-        self.app = Starlette(
+        self.starlette = Starlette(
             routes=routes,
             lifespan=self._lifespan,
             exception_handlers={HTTPException: self._http_error, Exception: self._internal_error},
         )
+        self.app = ShutdownGuard(self.starlette)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -150,7 +167,8 @@ class RewardServer:
 
     async def metadata(self, request: Request) -> Response:
         max_batch = self.server_cfg.max_batch_size
-        body = model_metadata(self.model_name, self.cfg.reward.preset, self.pool.similarity_name, max_batch)
+        preset, exact = self.cfg.reward.preset, self.cfg.reward.upstream_exact
+        body = model_metadata(self.model_name, preset, self.pool.similarity_name, max_batch, exact)
         return JSONResponse(body)
 
     async def config(self, request: Request) -> Response:
@@ -163,8 +181,13 @@ class RewardServer:
             body = await self._read_body(request)
             parsed = kserve.decode_request(body, request.headers.get(kserve.HEADER_LENGTH))
             names, binary = requested_outputs(parsed)
-            scoring = parse_request(parsed, self.cfg.reward.preset, self.server_cfg.max_batch_size)
+            reward = self.cfg.reward
+            scoring = parse_request(parsed, reward.preset, self.server_cfg.max_batch_size, reward.upstream_exact)
             scores = await self.pool.score(scoring)
+        except ClientDisconnect:
+            # Not the server's fault: one line, and nothing to answer (uvicorn drops what is sent now).
+            logger.info("client %s went away before its request body was complete", _peer(request))
+            return Response(status_code=499)
         except kserve.ProtocolError as error:
             logger.info("%d for %s: %s", error.status, _peer(request), error)
             return _error(error.status, str(error), {"Connection": "close"} if error.status == 413 else None)
@@ -213,6 +236,45 @@ class RewardServer:
         return _error(500, f"internal server error: {type(error).__name__}: {error}")
 
 
+class ShutdownGuard:
+    """ASGI wrapper: a request cancelled by the server's shutdown is answered 503 with a v2 JSON error.
+
+    When graceful_timeout_s ends with requests still in flight, uvicorn cancels their tasks and, for a response
+    not yet started, sends a plain-text 500 that no v2 client reads as retryable. Answering the cancellation
+    ourselves (before uvicorn closes the connection) tells the client to retry on the restarted server.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except asyncio.CancelledError:
+            if started:
+                raise
+            logger.warning("answering %s 503: the server is shutting down", scope.get("path", "?"))
+            body = kserve.error_body("the reward server is shutting down; retry (on its restarted instance)")
+            headers = [
+                (b"content-type", kserve.JSON_CONTENT_TYPE.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+                (b"retry-after", b"1"),
+            ]
+            await send({"type": "http.response.start", "status": 503, "headers": headers})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
 def _decompress(body: bytes, encoding: str, limit: int, too_big: Exception) -> bytes:
     """gzip or deflate (zlib) bodies as tritonclient sends them, never inflating past `limit`."""
     wbits = {"gzip": 31, "deflate": 15}.get(encoding)
@@ -239,22 +301,19 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    flags = {"host": args.host, "port": args.port, "workers": args.workers}
+    # The host is quoted as a YAML string: a bare `::` (IPv6 any) would otherwise be read as a mapping.
+    host = None if args.host is None else "'" + args.host.replace("'", "''") + "'"
+    flags = {"host": host, "port": args.port, "workers": args.workers}
     overrides = [f"reward_service.server.{key}={value}" for key, value in flags.items() if value is not None]
-    try:
-        cfg = load_config(args.config, [*args.overrides, *overrides])
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, [*args.overrides, *overrides])  # ConfigError: one line, exit 2 (run_main)
     server_cfg, token_env = cfg.reward_service.server, cfg.reward_service.token_env
     token = (os.environ.get(token_env) or None) if token_env else None
     if token is None and not server_cfg.is_loopback() and not server_cfg.allow_unauthenticated:
-        print(
-            f"error: refusing to serve {server_cfg.host} without authentication: set ${token_env or 'TOKEN'} to a "
-            "secret bearer token, or reward_service.server.allow_unauthenticated=true on a trusted network",
-            file=sys.stderr,
+        raise UserError(
+            f"refusing to serve {server_cfg.host} without authentication: set ${token_env or 'TOKEN'} to a "
+            "secret bearer token, or reward_service.server.allow_unauthenticated=true on a trusted network"
         )
-        return 2
+    check_bindable(server_cfg.host, server_cfg.port)
     server = RewardServer(cfg, token)
     uvicorn_config = uvicorn.Config(
         server.app,
@@ -270,14 +329,40 @@ def main(argv: list[str] | None = None) -> int:
         log_config=None,
     )
     logger.info(
-        "serving %s on http://%s:%d (auth: %s)",
+        "serving %s on %s (auth: %s)",
         server.model_name,
-        server_cfg.host,
-        server_cfg.port,
+        url_of(server_cfg.host, server_cfg.port),
         "bearer token" if token else "none",
     )
     uvicorn.Server(uvicorn_config).run()
     return 0
+
+
+def url_of(host: str, port: int) -> str:
+    """http://HOST:PORT, with an IPv6 address in brackets."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def check_bindable(host: str, port: int) -> None:
+    """UserError naming the host when this machine cannot bind it (no IPv6, an address it does not have, port taken)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise UserError(
+            f"reward_service.server.host={host!r} does not resolve ({error.strerror}); use an address, "
+            "e.g. 127.0.0.1, ::1 or ::"
+        ) from None
+    family, kind, proto, _, address = infos[0]
+    try:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as error:
+        what = "IPv6 is not available on this machine" if family == socket.AF_INET6 and not socket.has_ipv6 else ""
+        raise UserError(
+            f"cannot serve on {url_of(host, port)}: {what or error.strerror} "
+            "(reward_service.server.host / --host, reward_service.server.port / --port)"
+        ) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -287,8 +372,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, help="reward_service.server.port (default 5555)")
     parser.add_argument("--workers", type=int, help="scoring processes (default: one per available core)")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. reward.similarity=trigram")
+    add_verbose_flag(parser)
     return parser
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -8,6 +8,8 @@ adds two inputs and reports every component:
              ground_truth  BYTES same shape      the dataset's answer_option_text
              problem       BYTES same shape      the prompt (holds `Image size: (W x H)`)
              preset        BYTES 1 or B values   optional; the server's configured preset when absent
+             upstream_exact BOOL 1 or B values   optional; upstream's spatialthinker value exactly (mciou not
+                                                 floored at 0); the server's reward.upstream_exact when absent
     outputs  rewards (the overall reward), format, count, accuracy, spatial: FP32, shape of `sentences`
              errors        BYTES, shape of `sentences`: '' when the sample was scored, else why it was not
 
@@ -27,6 +29,8 @@ from nemo_spatial.reward.kserve import InferRequest, ProtocolError, Tensor
 
 SAMPLE_INPUTS = ("sentences", "ground_truth", "problem")
 PRESET_INPUT = "preset"
+UPSTREAM_EXACT_INPUT = "upstream_exact"
+OPTIONAL_INPUTS = (PRESET_INPUT, UPSTREAM_EXACT_INPUT)
 # Output tensor -> RewardResult field; `rewards` is Aligner's name for the overall reward.
 SCORE_OUTPUTS = {
     "rewards": "overall",
@@ -47,7 +51,7 @@ class ScoringRequest:
     responses: list[str]
     ground_truths: list[str]
     problems: list[str]
-    segments: list[tuple[str, int, int]]  # (preset, start, stop), covering [0, B) in order
+    segments: list[tuple[str, bool, int, int]]  # (preset, upstream_exact, start, stop), covering [0, B) in order
     shape: tuple[int, ...]  # of `sentences`; every output has it
 
     def __len__(self) -> int:
@@ -62,9 +66,11 @@ class Scores:
     errors: list[str]
 
 
-def parse_request(request: InferRequest, default_preset: str, max_batch_size: int) -> ScoringRequest:
+def parse_request(
+    request: InferRequest, default_preset: str, max_batch_size: int, default_upstream_exact: bool = False
+) -> ScoringRequest:
     """The samples of a v2 request; ProtocolError naming the input and the fix when it breaks the model's rules."""
-    known = (*SAMPLE_INPUTS, PRESET_INPUT)
+    known = (*SAMPLE_INPUTS, *OPTIONAL_INPUTS)
     for name in request.inputs:
         if name not in known:
             raise ProtocolError(f"unknown input {name!r}; reward_model takes {', '.join(known)}")
@@ -88,8 +94,9 @@ def parse_request(request: InferRequest, default_preset: str, max_batch_size: in
             "(reward_service.server.max_batch_size); send smaller batches",
             status=413,
         )
-    segments = _segments(request.inputs.get(PRESET_INPUT), batch, default_preset)
-    return ScoringRequest(columns[0], columns[1], columns[2], segments, shape)
+    presets = _presets(request.inputs.get(PRESET_INPUT), batch, default_preset)
+    exact = _upstream_exact(request.inputs.get(UPSTREAM_EXACT_INPUT), batch, default_upstream_exact)
+    return ScoringRequest(columns[0], columns[1], columns[2], _segments(list(zip(presets, exact, strict=True))), shape)
 
 
 def _bytes_column(tensor: Tensor) -> list[str]:
@@ -99,21 +106,37 @@ def _bytes_column(tensor: Tensor) -> list[str]:
     return tensor.data
 
 
-def _segments(tensor: Tensor | None, batch: int, default_preset: str) -> list[tuple[str, int, int]]:
+def _presets(tensor: Tensor | None, batch: int, default_preset: str) -> list[str]:
     if tensor is None:
-        return [(default_preset, 0, batch)]
+        return [default_preset] * batch
     presets = _bytes_column(tensor)
     if len(presets) not in (1, batch):
         raise ProtocolError(f"input 'preset' has {len(presets)} values; send 1 (for all) or one per sample ({batch})")
     for value in set(presets):
         if value not in PRESETS:
             raise ProtocolError(f"input 'preset' is {value[:40]!r}; use one of: {', '.join(PRESETS)}")
-    if len(presets) == 1:
-        return [(presets[0], 0, batch)]
+    return presets * batch if len(presets) == 1 else presets
+
+
+def _upstream_exact(tensor: Tensor | None, batch: int, default: bool) -> list[bool]:
+    if tensor is None:
+        return [default] * batch
+    if tensor.datatype != "BOOL" or not isinstance(tensor.data, np.ndarray):
+        raise ProtocolError(f"input 'upstream_exact' must be BOOL (true or false), got {tensor.datatype}")
+    values = [bool(value) for value in tensor.data]
+    if len(values) not in (1, batch):
+        raise ProtocolError(
+            f"input 'upstream_exact' has {len(values)} values; send 1 (for all) or one per sample ({batch})"
+        )
+    return values * batch if len(values) == 1 else values
+
+
+def _segments(modes: list[tuple[str, bool]]) -> list[tuple[str, bool, int, int]]:
+    """Runs of samples that share (preset, upstream_exact), in order."""
     segments, start = [], 0
-    for i in range(1, batch + 1):
-        if i == batch or presets[i] != presets[start]:
-            segments.append((presets[start], start, i))
+    for i in range(1, len(modes) + 1):
+        if i == len(modes) or modes[i] != modes[start]:
+            segments.append((*modes[start], start, i))
             start = i
     return segments
 
@@ -143,23 +166,27 @@ def build_outputs(names: list[str], scoring: ScoringRequest, scores: Scores) -> 
     return tensors
 
 
-def model_metadata(model_name: str, default_preset: str, similarity: str, max_batch_size: int) -> dict[str, Any]:
+def model_metadata(
+    model_name: str, default_preset: str, similarity: str, max_batch_size: int, upstream_exact: bool = False
+) -> dict[str, Any]:
     """`GET /v2/models/<name>`: the v2 metadata, plus `parameters` saying how this server scores."""
     return {
         "name": model_name,
         "versions": [VERSION],
         "platform": "nemo_spatial",
-        "inputs": [{"name": name, "datatype": "BYTES", "shape": [-1, 1]} for name in (*SAMPLE_INPUTS, PRESET_INPUT)],
+        "inputs": [{"name": name, "datatype": "BYTES", "shape": [-1, 1]} for name in (*SAMPLE_INPUTS, PRESET_INPUT)]
+        + [{"name": UPSTREAM_EXACT_INPUT, "datatype": "BOOL", "shape": [-1, 1]}],
         "outputs": [
             {"name": name, "datatype": "BYTES" if name == ERRORS_OUTPUT else "FP32", "shape": [-1, 1]}
             for name in OUTPUTS
         ],
         "parameters": {
             "default_preset": default_preset,
+            "default_upstream_exact": upstream_exact,
             "presets": list(PRESETS),
             "similarity": similarity,
             "max_batch_size": max_batch_size,
-            "optional_inputs": [PRESET_INPUT],
+            "optional_inputs": list(OPTIONAL_INPUTS),
         },
     }
 
@@ -175,7 +202,8 @@ def model_config(model_name: str, max_batch_size: int) -> dict[str, Any]:
         "name": model_name,
         "backend": "nemo_spatial",
         "max_batch_size": max_batch_size,
-        "input": [tensor(name, "TYPE_STRING") for name in SAMPLE_INPUTS] + [tensor(PRESET_INPUT, "TYPE_STRING", True)],
+        "input": [tensor(name, "TYPE_STRING") for name in SAMPLE_INPUTS]
+        + [tensor(PRESET_INPUT, "TYPE_STRING", True), tensor(UPSTREAM_EXACT_INPUT, "TYPE_BOOL", True)],
         "output": [tensor(name, "TYPE_STRING" if name == ERRORS_OUTPUT else "TYPE_FP32") for name in OUTPUTS],
         "dynamic_batching": {},
         "instance_group": [{"kind": "KIND_CPU"}],

@@ -29,11 +29,30 @@ Departures from upstream (all but the last change behaviour only, never a number
   boxes (x2 < x1 puts the centre outside the "enclosing" box, so rho2 / c2 explodes: an x1 ten image widths
   out gives about -600). Upstream would return such a spatial score, and with it an overall reward below 0
   that dominates its group's advantage normalisation; here spatial, like every component, stays in [0, 1].
-  The matching is unchanged.
+  The matching is unchanged. `upstream_exact=True` (reward.upstream_exact, the score CLI's --upstream-exact,
+  the service's `upstream_exact` input) restores upstream's value: the matched pair's mciou as it is, so
+  spatial and overall may be below 0. Worked value (the spec's ground truth, bike.1 predicted exactly, man.1 at
+  the inverted [640, 165, 0, 166], whose mciou is -1.873816): spatial (0.9999997 - 1.873816) / 2 = -0.4369082
+  and overall 0.7126184 upstream-exact; spatial 0.9999997 / 2 = 0.49999986 and overall 0.9 floored. The spec's
+  own worked values are the same in both modes (tests/unit/reward/test_upstream_exact.py).
+
+Bounds on one sample's cost (both modes; no realistic scene comes near them, so no realistic score moves):
+- Only the first MAX_MATCHED_OBJECTS (256) predicted objects enter the box matching (the count reward still
+  counts all of them); a ground truth with more objects is a per-sample error (a data error). The matching
+  is thus at most 256 x 256 pairs (~65,000 label comparisons and mciou values) where 10,000 x 2,000 boxes
+  took 51 s and 2.1 GB before. STVQA-7K's scenes have a handful of objects.
+- A scene block over parsing.MAX_SCENE_CHARS (1,000,000 characters) is invalid in a response (format 0) and a
+  per-sample error in a ground truth, so parsing, the one step that cannot be cut off, stays under ~0.3 s.
+- `deadline` (a `time.thread_time()` value; RewardScorer sets it from its per-sample CPU budget) is checked
+  after each stage and on every row of the matching of a sample with over CHECKED_TEXT_CHARS (20,000)
+  characters of response and ground truth: past it, ScoringTimeout, which the batch layer turns into reward
+  0 with an error. Smaller samples cost milliseconds at most (the batch layer still checks their time once,
+  at the end); reading the thread's clock costs ~3 us, 1% of a usual sample, so it is read only where needed.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -43,6 +62,7 @@ from scipy.optimize import linear_sum_assignment
 
 from nemo_spatial.reward.boxes import Box, mciou_rows
 from nemo_spatial.reward.parsing import (
+    MAX_SCENE_CHARS,
     box_as_floats,
     extract_answer,
     first_block,
@@ -59,11 +79,23 @@ TAGS = ("observe", "think", "scene", "answer")
 LABEL_WEIGHT = 2.0
 BOX_WEIGHT = 1.0
 PADDING_COST = 1e5
+MAX_MATCHED_OBJECTS = 256  # predicted objects matched, and ground-truth objects allowed (see the docstring)
+CHECKED_TEXT_CHARS = 20_000  # samples with more text than this check their deadline inside the loops
+
+
+class ScoringTimeout(RuntimeError):
+    """The sample used up its CPU-time budget before its score was complete."""
+
+
+def check_deadline(deadline: float | None, stage: str) -> None:
+    """Raise ScoringTimeout when the thread's CPU time is past `deadline` (None: no budget)."""
+    if deadline is not None and time.thread_time() > deadline:
+        raise ScoringTimeout(f"the sample's scoring time budget ran out during {stage}")
 
 
 @dataclass(frozen=True)
 class Components:
-    """One sample's reward and its parts, each in [0, 1]."""
+    """One sample's reward and its parts, each in [0, 1] (with upstream_exact, spatial and overall can be < 0)."""
 
     overall: float
     format: float
@@ -82,17 +114,29 @@ class GroundTruth:
     labels: tuple[str, ...]
 
 
-def score(response: str, ground_truth: str, problem: str, similarity: LabelSimilarity) -> Components:
-    """The reward of one response. Raises ValueError for an unusable prompt or ground truth."""
+def score(
+    response: str,
+    ground_truth: str,
+    problem: str,
+    similarity: LabelSimilarity,
+    upstream_exact: bool = False,
+    deadline: float | None = None,
+) -> Components:
+    """The reward of one response. Raises ValueError for an unusable prompt or ground truth, ScoringTimeout
+    past `deadline` (thread CPU time). `upstream_exact`: matched mciou values are not floored at 0."""
+    if len(response) + len(ground_truth) <= CHECKED_TEXT_CHARS:
+        deadline = None  # cheap by construction: reading the clock (~3 us) would cost more than it guards
     width, height = parse_image_size(problem)
     gt = parse_ground_truth(ground_truth)
+    check_deadline(deadline, "parsing the ground truth")
     fmt, pred_scene = format_and_scene(response)
+    check_deadline(deadline, "parsing the response")
     count = accuracy = spatial = 0.0
     if fmt == 1.0:
         count = count_reward(pred_scene, gt.scene)
         accuracy = accuracy_reward(extract_answer(response), gt.answer)
         if accuracy == 1.0:
-            spatial = spatial_reward(pred_scene, gt, width, height, similarity)
+            spatial = spatial_reward(pred_scene, gt, width, height, similarity, upstream_exact, deadline)
     overall = (
         fmt * WEIGHTS["format"]
         + count * WEIGHTS["count"]
@@ -105,9 +149,17 @@ def score(response: str, ground_truth: str, problem: str, similarity: LabelSimil
 @lru_cache(maxsize=4096)
 def parse_ground_truth(text: str) -> GroundTruth:
     """Parse once per distinct ground truth; raises ValueError for objects without a usable id and box."""
+    block = first_block(text, "scene")
+    if block is not None and len(block) > MAX_SCENE_CHARS:
+        raise ValueError(f"ground-truth scene has {len(block)} characters, over the reward's cap of {MAX_SCENE_CHARS}")
     scene = parse_scene(text)
     objects = scene.get("objects")
     objects = objects if isinstance(objects, list) else []
+    if len(objects) > MAX_MATCHED_OBJECTS:
+        raise ValueError(
+            f"ground truth has {len(objects)} objects, over the reward's cap of {MAX_MATCHED_OBJECTS} "
+            "(spatialthinker.MAX_MATCHED_OBJECTS); no STVQA scene has that many"
+        )
     boxes = tuple(_ground_truth_box(obj) for obj in objects)
     labels = tuple(label_of(str(obj["id"])) for obj in objects)
     return GroundTruth(scene=scene, answer=extract_answer(text), boxes=boxes, labels=labels)
@@ -164,7 +216,13 @@ def _list_or_empty(scene: dict[str, Any], key: str) -> list[Any]:
 
 
 def spatial_reward(
-    pred_scene: dict[str, Any], gt: GroundTruth, width: int, height: int, similarity: LabelSimilarity
+    pred_scene: dict[str, Any],
+    gt: GroundTruth,
+    width: int,
+    height: int,
+    similarity: LabelSimilarity,
+    upstream_exact: bool = False,
+    deadline: float | None = None,
 ) -> float:
     """Box quality of the matched objects; the prediction is assumed to have passed the format check."""
     pred_objects = pred_scene.get("objects") or []
@@ -172,13 +230,20 @@ def spatial_reward(
         return 0.0
     if not _list_or_empty(gt.scene, "relationships") and not gt.boxes:
         return 1.0 if not pred_objects else 0.0
-    return object_score(gt, pred_objects, width, height, similarity)
+    return object_score(gt, pred_objects, width, height, similarity, upstream_exact, deadline)
 
 
 def object_score(
-    gt: GroundTruth, pred_objects: list[dict[str, Any]], width: int, height: int, similarity: LabelSimilarity
+    gt: GroundTruth,
+    pred_objects: list[dict[str, Any]],
+    width: int,
+    height: int,
+    similarity: LabelSimilarity,
+    upstream_exact: bool = False,
+    deadline: float | None = None,
 ) -> float:
-    """Sum of mciou (at least 0 each) over Hungarian-matched ground-truth objects / their number (1.0 if none).
+    """Sum of mciou (at least 0 each unless `upstream_exact`) over Hungarian-matched ground-truth objects / their
+    number (1.0 if none). Only the first MAX_MATCHED_OBJECTS predicted objects are matched.
 
     The cost matrix is built from Python floats, with numpy's float64 operations in numpy's order, so it is the
     matrix upstream hands the solver bit for bit; building it with numpy cost more than the arithmetic on the
@@ -188,24 +253,28 @@ def object_score(
         return 1.0
     if not pred_objects:
         return 0.0  # every ground-truth object is assigned to padding
+    pred_objects = pred_objects[:MAX_MATCHED_OBJECTS]
     scale_x, scale_y = 1.0 / width, 1.0 / height
     gt_boxes = [_scaled(box, scale_x, scale_y) for box in gt.boxes]
     pred_boxes = [_scaled(box_as_floats(obj["bbox"]), scale_x, scale_y) for obj in pred_objects]
     mciou = mciou_rows(gt_boxes, pred_boxes)  # P rows of G
+    check_deadline(deadline, "the box overlaps")
     pred_labels = [label_of(obj["id"]) for obj in pred_objects]
-    cost = [
-        [
-            LABEL_WEIGHT * (1.0 - float(similarity(g, p))) + BOX_WEIGHT * (1.0 - box)
-            for g, box in zip(gt.labels, row, strict=True)
-        ]
-        for p, row in zip(pred_labels, mciou, strict=True)
-    ]
+    cost = []
+    for p, row in zip(pred_labels, mciou, strict=True):
+        cost.append(
+            [
+                LABEL_WEIGHT * (1.0 - float(similarity(g, p))) + BOX_WEIGHT * (1.0 - box)
+                for g, box in zip(gt.labels, row, strict=True)
+            ]
+        )
+        check_deadline(deadline, "the label similarities")
     n_gt = len(gt_boxes)
     cost.extend([PADDING_COST] * n_gt for _ in range(n_gt - len(cost)))  # at least G rows
     per_gt = [0.0] * n_gt
     for row, col in zip(*linear_sum_assignment(np.array(cost, dtype=np.float64)), strict=True):
         if row < len(mciou):
-            per_gt[col] = max(0.0, mciou[row][col])
+            per_gt[col] = mciou[row][col] if upstream_exact else max(0.0, mciou[row][col])
     return sum(per_gt) / n_gt
 
 

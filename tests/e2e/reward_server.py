@@ -23,14 +23,25 @@ REPO = Path(__file__).resolve().parents[2]
 class ServerProcess:
     """Starts the server with `overrides`, waits until /v2/health/ready, stops it on `stop()`."""
 
-    def __init__(self, log_path: Path, *overrides: str, env: dict[str, str] | None = None, workers: int = 2) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+    def __init__(
+        self,
+        log_path: Path,
+        *overrides: str,
+        env: dict[str, str] | None = None,
+        workers: int = 2,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.host = host
+        self.url = f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
         self.log_path = log_path
         command = [
             sys.executable,
             "-m",
             "nemo_spatial.reward.serve",
+            "--host",
+            host,
             "--port",
             str(self.port),
             "--workers",
@@ -42,7 +53,7 @@ class ServerProcess:
             self.process = subprocess.Popen(
                 command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
             )
-        self.http = urllib3.HTTPConnectionPool("127.0.0.1", self.port, retries=False, timeout=60, maxsize=4)
+        self.http = urllib3.HTTPConnectionPool(host, self.port, retries=False, timeout=60, maxsize=4)
         self._wait_ready(timeout_s=180)
 
     def _wait_ready(self, timeout_s: float) -> None:

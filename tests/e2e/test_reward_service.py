@@ -73,7 +73,8 @@ def test_protocol_conformance_through_tritonclient(server):
     assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("reward_model")
     assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
     metadata = client.get_model_metadata("reward_model")
-    assert [t["name"] for t in metadata["inputs"]] == ["sentences", "ground_truth", "problem", "preset"]
+    inputs = ["sentences", "ground_truth", "problem", "preset", "upstream_exact"]
+    assert [t["name"] for t in metadata["inputs"]] == inputs
     assert [(t["name"], t["datatype"]) for t in metadata["outputs"]][:2] == [("rewards", "FP32"), ("format", "FP32")]
     assert metadata["parameters"]["similarity"] == "trigram"
     assert client.get_model_config("reward_model")["max_batch_size"] == MAX_BATCH

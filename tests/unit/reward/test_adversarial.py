@@ -3,18 +3,23 @@
 The time limits here are loose ceilings (about 10x what these take on 2 cores) that catch quadratic or
 exponential blow-ups, which would take minutes; the measured costs are in benchmarks/reward_throughput.py.
 
-Bounds. The reward caps neither the length of a response nor its number of boxes: every step is linear in
-the text (parsing.py; r1v's format check), a scene costs P x G box pairs and label comparisons (G, the
-ground truth's objects, is a handful), and the limits on the input are the server's
-(reward_service.server.max_request_mb, 64 MB a request, and max_batch_size) or the policy's generation
-length. What is capped: JSON nesting past Python's recursion limit (about 1,500 levels) makes the scene
-invalid; r1v grades answers over 512 characters (r1v.MAX_GRADED_CHARS) by string equality, not sympy;
-labels over 64 characters (similarity.MAX_CACHED_LABEL_CHARS) are not cached, so the label caches stay
-under about 60 MB a process. Measured on the cases below (2 shared cores, one response, caches warm):
-- spatialthinker: worst 0.32 s (3,000 boxes with distinct 300-letter labels, 1 MB), 0.14 s for 20,000
-  boxes (1 MB); peak extra memory 18.5 MB (20,000 boxes, traced), under 5 MB for every other case.
+Bounds. Every step is linear in the text (parsing.py; r1v's format check) but the box matching, which is
+capped: only the first 256 predicted objects are matched (spatialthinker.MAX_MATCHED_OBJECTS; the count
+reward still counts all), and a ground truth with more than 256 objects is a per-sample error, so a scene
+costs at most 256 x 256 box pairs and label comparisons (test_bounds.py). Each sample also has a CPU-time
+budget (reward.sample_time_budget_s, 2 s): past it, reward 0 and a ScoringTimeout error. The limits on the
+input are the server's (reward_service.server.max_request_mb, 64 MB a request, and max_batch_size) or the
+policy's generation length. Also capped: JSON nesting past Python's recursion limit (about 1,500 levels)
+makes the scene invalid; r1v grades answers over 512 characters (r1v.MAX_GRADED_CHARS) by string equality,
+not sympy; labels over 64 characters (similarity.MAX_CACHED_LABEL_CHARS) are not cached, so the label caches
+stay under about 60 MB a process. Measured on the cases below (2 shared cores, one response, caches warm,
+CPU time, with the cap):
+- spatialthinker: worst 0.058 s (3,000 boxes with distinct 300-letter labels, 256 of them matched; 0.32 s
+  before the cap); 20,000 boxes peak 11.5 MB traced. The costliest scene the cap allows (10,000 predicted
+  and 256 ground-truth objects, all with distinct 300-letter labels) would take 8.5 s and is cut at 2 s by
+  the budget (test_bounds.py).
 - r1v: worst 0.055 s (a megabyte of tags one per line); peak extra memory 7.3 MB.
-Cost grows linearly from there: about 0.3 s and 20 MB per megabyte of scene JSON.
+Parsing grows linearly from there: about 0.3 s and 20 MB per megabyte of scene JSON.
 """
 
 import json

@@ -18,7 +18,7 @@ SAMPLES = [*worked_samples().values()] * 5  # 60 samples
 
 def _request(samples, preset="spatialthinker"):
     columns = [[getattr(s, f) for s in samples] for f in ("response", "ground_truth", "problem")]
-    return ScoringRequest(*columns, segments=[(preset, 0, len(samples))], shape=(len(samples),))
+    return ScoringRequest(*columns, segments=[(preset, False, 0, len(samples))], shape=(len(samples),))
 
 
 def _expected(samples, preset="spatialthinker"):

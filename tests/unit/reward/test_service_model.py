@@ -34,14 +34,14 @@ def _request(n=3, shape=None, preset=None, **replace):
 def test_columns_shape_and_default_preset():
     scoring = parse_request(_request(3), "spatialthinker", 100)
     assert scoring.responses == ["sentences0", "sentences1", "sentences2"] and scoring.problems[2] == "problem2"
-    assert scoring.segments == [("spatialthinker", 0, 3)] and scoring.shape == (3, 1) and len(scoring) == 3
+    assert scoring.segments == [("spatialthinker", False, 0, 3)] and scoring.shape == (3, 1) and len(scoring) == 3
     assert parse_request(_request(2, shape=(2,)), "r1v", 100).shape == (2,)
 
 
 def test_one_preset_for_all_or_one_per_sample_in_runs():
-    assert parse_request(_request(3, preset=["r1v"]), "spatialthinker", 9).segments == [("r1v", 0, 3)]
+    assert parse_request(_request(3, preset=["r1v"]), "spatialthinker", 9).segments == [("r1v", False, 0, 3)]
     per_sample = parse_request(_request(4, preset=["r1v", "r1v", "spatialthinker", "r1v"]), "r1v", 9)
-    assert per_sample.segments == [("r1v", 0, 2), ("spatialthinker", 2, 3), ("r1v", 3, 4)]
+    assert per_sample.segments == [("r1v", False, 0, 2), ("spatialthinker", False, 2, 3), ("r1v", False, 3, 4)]
 
 
 @pytest.mark.parametrize(
@@ -92,4 +92,5 @@ def test_metadata_and_config_describe_every_tensor():
     assert [t["name"] for t in metadata["outputs"]] == list(OUTPUTS)
     assert metadata["parameters"]["similarity"] == "trigram"
     config = model_config("reward_model", 64)
-    assert config["max_batch_size"] == 64 and [t["name"] for t in config["input"] if t.get("optional")] == ["preset"]
+    assert config["max_batch_size"] == 64
+    assert [t["name"] for t in config["input"] if t.get("optional")] == ["preset", "upstream_exact"]
