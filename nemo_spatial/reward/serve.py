@@ -42,7 +42,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from nemo_spatial.config import Config, ConfigError, load_config
+from nemo_spatial.config import Config, load_config
+from nemo_spatial.errors import ConfigError
 from nemo_spatial.reward import kserve
 from nemo_spatial.reward.scoring_pool import ScoringPool, WorkerCrashed
 from nemo_spatial.reward.service_model import (

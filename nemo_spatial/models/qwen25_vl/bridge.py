@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from nemo_spatial.config import ConfigError
+from nemo_spatial.errors import ConfigError
 from nemo_spatial.models.qwen25_vl.config import PolicyConfig
 from nemo_spatial.parallel.layout import Layout, check_model_fits
 from nemo_spatial.parallel.state import transformer_engine_available

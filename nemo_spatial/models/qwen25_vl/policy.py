@@ -34,7 +34,7 @@ import torch.distributed as dist
 
 from nemo_spatial.algorithms.aggregation import LossScale
 from nemo_spatial.algorithms.loss import metric_reduction
-from nemo_spatial.config import ConfigError
+from nemo_spatial.errors import ConfigError
 from nemo_spatial.models.qwen25_vl.batch import MicroBatch, PolicyBatch, make_micro_batches, scatter_rows
 from nemo_spatial.models.qwen25_vl.config import PolicyConfig
 from nemo_spatial.parallel.config import ParallelConfig

@@ -7,7 +7,8 @@ import torch
 
 from nemo_spatial.algorithms import AlgorithmConfig, LossScale, actor_loss, kl_loss, ppo_clip_loss
 from nemo_spatial.algorithms.loss import metric_reduction
-from nemo_spatial.config import ConfigError, load_config
+from nemo_spatial.config import load_config
+from nemo_spatial.errors import ConfigError
 
 
 def _micro_batch():

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nemo_spatial.config import ConfigError, load_config
+from nemo_spatial.config import load_config
+from nemo_spatial.errors import ConfigError
 from nemo_spatial.generation import (
     GenerationConfig,
     GenerationRequest,

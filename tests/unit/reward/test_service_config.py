@@ -4,7 +4,8 @@ from dataclasses import asdict
 
 import pytest
 
-from nemo_spatial.config import ConfigError, load_config
+from nemo_spatial.config import load_config
+from nemo_spatial.errors import ConfigError
 from nemo_spatial.reward.service_config import RewardServiceConfig, is_loopback_host, parse_url
 
 

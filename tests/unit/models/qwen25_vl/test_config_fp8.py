@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nemo_spatial.config import ConfigError, load_config
+from nemo_spatial.config import load_config
+from nemo_spatial.errors import ConfigError
 from nemo_spatial.models.qwen25_vl.config import FP8Config, OptimizerConfig, PolicyConfig
 from nemo_spatial.models.qwen25_vl.fp8 import check_fp8_supported, fp8_fields, resolved_dtype_name
 
