@@ -134,7 +134,7 @@ def _unknown_key_message(schema: type, error: OmegaConfBaseException) -> str:
 def valid_keys(schema: type, prefix: str = "") -> list[str]:
     """Every dotted key of a dataclass schema, e.g. 'reward.preset'."""
     keys: list[str] = []
-    # The declared types, not the default factories: a factory can be a lambda (generation.val_sampling).
+    # The declared types, not the default factories (a factory need not be the class itself).
     hints = get_type_hints(schema)
     for f in fields(schema):  # type: ignore[arg-type]
         dotted = f"{prefix}{f.name}"

@@ -77,8 +77,8 @@ def hf_mrope_section(hf_config: Any) -> list[int]:
         if isinstance(params, dict) and params.get("mrope_section"):
             return [int(x) for x in params["mrope_section"]]
     raise ConfigError(
-        f"the Hugging Face config {getattr(hf_config, 'name_or_path', '')!r} has no mrope_section in "
-        "text_config.rope_parameters or rope_scaling; it is not a Qwen2.5-VL checkpoint"
+        f"policy.hf_path: the Hugging Face config {getattr(hf_config, 'name_or_path', '')!r} has no mrope_section "
+        "in text_config.rope_parameters or rope_scaling; it is not a Qwen2.5-VL checkpoint"
     )
 
 
