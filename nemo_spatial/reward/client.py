@@ -32,7 +32,7 @@ import urllib3
 
 from nemo_spatial.reward import kserve
 from nemo_spatial.reward.batch import BatchResult, RewardResult, RewardSample, RewardScorer
-from nemo_spatial.reward.service_config import RewardServiceConfig, parse_url
+from nemo_spatial.reward.config import RewardServiceConfig, parse_url
 from nemo_spatial.reward.service_model import ERRORS_OUTPUT, PRESET_INPUT, SAMPLE_INPUTS, SCORE_OUTPUTS
 from nemo_spatial.reward.similarity import make_similarity
 
