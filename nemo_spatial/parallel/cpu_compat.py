@@ -116,35 +116,23 @@ def activate(parallel: ParallelConfig) -> bool:
 def deactivate() -> None:
     """Undo what `activate` switched on: torch's attributes restored, the mode popped on this thread, the hook
     removed. Modules imported meanwhile stay imported (megatron.bridge keeps its stand-in LoRA classes)."""
-    global _active, _mode, _finder
     with _state_lock:
-        if _mode is not None:
-            stack = torch.overrides._get_current_function_mode_stack()
-            if stack and stack[-1] is _mode:
-                _mode.__exit__(None, None, None)
-            elif any(mode is _mode for mode in stack):
-                raise RuntimeError("cpu_compat.deactivate: another torch function mode was entered after it")
-        for owner, name, original in reversed(_originals):
-            if original is _MISSING:
-                delattr(owner, name)
-            else:
-                setattr(owner, name, original)
-        _originals.clear()
-        _active, _mode = False, None
-        if _finder is not None and _finder in sys.meta_path:
-            sys.meta_path.remove(_finder)
-        _finder = None
+        _deactivate_torch_patches()
+        _remove_transformer_engine_stand_in()
 
 
 @contextlib.contextmanager
 def scoped(parallel: ParallelConfig) -> Iterator[bool]:
-    """`activate(parallel)` for the block, undone on exit unless it was already on (tests)."""
-    was_on = _active or _finder is not None
+    """`activate(parallel)` for the block; on exit it undoes what it switched on itself (tests)."""
+    had_patches, had_stand_in = _active, _finder is not None
     try:
         yield activate(parallel)
     finally:
-        if not was_on:
-            deactivate()
+        with _state_lock:
+            if not had_patches:
+                _deactivate_torch_patches()
+            if not had_stand_in:
+                _remove_transformer_engine_stand_in()
 
 
 def is_active() -> bool:
@@ -179,6 +167,30 @@ def _activate_torch_patches() -> None:
     _patch_backward()
     _mode = _CudaToCpuMode()
     _active = True
+
+
+def _deactivate_torch_patches() -> None:
+    global _active, _mode
+    if _mode is not None:
+        stack = torch.overrides._get_current_function_mode_stack()
+        if stack and stack[-1] is _mode:
+            _mode.__exit__(None, None, None)
+        elif any(mode is _mode for mode in stack):
+            raise RuntimeError("cpu_compat: another torch function mode was entered after the CPU mode; exit it first")
+    for owner, name, original in reversed(_originals):
+        if original is _MISSING:
+            delattr(owner, name)
+        else:
+            setattr(owner, name, original)
+    _originals.clear()
+    _active, _mode = False, None
+
+
+def _remove_transformer_engine_stand_in() -> None:
+    global _finder
+    if _finder is not None and _finder in sys.meta_path:
+        sys.meta_path.remove(_finder)
+    _finder = None
 
 
 def _set(owner: Any, name: str, value: Any) -> None:
