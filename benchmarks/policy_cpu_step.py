@@ -66,8 +66,10 @@ def worker(rank: int, model_dir: str, tensors: dict, parallel: dict, steps: int)
     from nemo_spatial.batch import PolicyBatch
     from nemo_spatial.models.qwen25_vl.config import PolicyConfig
     from nemo_spatial.models.qwen25_vl.policy import MegatronPolicy
+    from nemo_spatial.parallel import cpu_compat
     from nemo_spatial.parallel.config import ParallelConfig
 
+    cpu_compat.activate(ParallelConfig(**parallel))  # an entry point: the CPU mode before the policy is built
     batch = PolicyBatch(**tensors)
     policy = MegatronPolicy(PolicyConfig(hf_path=model_dir, max_seq_length=512), ParallelConfig(**parallel))
     batch = batch.shard(*policy.data_shard)  # each rank trains on its data-parallel share

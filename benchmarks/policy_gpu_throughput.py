@@ -150,6 +150,7 @@ def run(args: argparse.Namespace, model_dir: Path) -> dict[str, float]:
     from nemo_spatial.models.qwen25_vl.config import FP8Config, PolicyConfig
     from nemo_spatial.models.qwen25_vl.forward import run_schedule
     from nemo_spatial.models.qwen25_vl.optimizer import ddp_config, install_grad_hooks
+    from nemo_spatial.parallel import cpu_compat
     from nemo_spatial.parallel.config import ParallelConfig
     from nemo_spatial.parallel.state import initialize
 
@@ -158,6 +159,7 @@ def run(args: argparse.Namespace, model_dir: Path) -> dict[str, float]:
     cfg = PolicyConfig(
         hf_path=str(model_dir), precision="bf16" if gpu else "fp32", max_seq_length=args.seq_len, fp8=fp8
     )
+    cpu_compat.activate(ParallelConfig())  # no-op on a GPU with Transformer Engine; the CPU mode elsewhere
     state = initialize(ParallelConfig())
     loaded = load_model(cfg, state.layout, ddp_config(cfg.optimizer), load_weights=False)
     chunks = loaded.chunks

@@ -44,7 +44,7 @@ from nemo_spatial.config import load_config
 from nemo_spatial.reward import kserve
 from nemo_spatial.reward.batch import RewardSample, RewardScorer
 from nemo_spatial.reward.client import LocalRewardClient, RemoteRewardClient
-from nemo_spatial.reward.service_config import RewardServiceConfig
+from nemo_spatial.reward.config import RewardServiceConfig
 
 REPO = Path(__file__).resolve().parent.parent
 ROLLOUT = 4096

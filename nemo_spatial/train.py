@@ -59,8 +59,10 @@ def run(cfg: Config) -> None:
     """Build every component of this rank and train."""
     from nemo_spatial.data import PromptStream
     from nemo_spatial.logging_sinks import MetricsLogger
+    from nemo_spatial.parallel import cpu_compat
     from nemo_spatial.trainer import Trainer
 
+    cpu_compat.activate(cfg.parallel)  # the CPU mode (gloo, no GPU), before any component is built
     driver = int(os.environ.get("RANK", "0")) == 0
     run_dir = cfg.run_dir
     model_dir = cfg.policy.hf_path

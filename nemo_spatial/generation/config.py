@@ -8,6 +8,7 @@ with a URL, top_p outside (0, 1]) fails before any engine starts, with the key a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 from urllib.parse import urlparse
 
 from nemo_spatial.errors import ConfigError
@@ -24,6 +25,7 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 class SamplingConfig:
     """Sampling for one batch of prompts; the defaults are SpatialThinker's rollout settings."""
 
+    KEY: ClassVar[str] = "generation.sampling"  # where it sits in the config: messages name the full key
     n: int = 8
     temperature: float = 1.0
     top_p: float = 1.0
@@ -39,15 +41,24 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         if self.n < 1:
-            raise ConfigError(f"sampling n={self.n} must be >= 1 (samples per prompt; GRPO uses the group of n)")
+            raise ConfigError(f"{self.KEY}.n={self.n} must be >= 1 (samples per prompt; GRPO uses the group of n)")
         if self.temperature < 0:
-            raise ConfigError(f"sampling temperature={self.temperature} must be >= 0 (0 is greedy)")
+            raise ConfigError(f"{self.KEY}.temperature={self.temperature} must be >= 0 (0 is greedy)")
         if not 0 < self.top_p <= 1:
-            raise ConfigError(f"sampling top_p={self.top_p} must be in (0, 1]; 1.0 disables nucleus sampling")
+            raise ConfigError(f"{self.KEY}.top_p={self.top_p} must be in (0, 1]; 1.0 disables nucleus sampling")
         if self.top_k == 0 or self.top_k < -1:
-            raise ConfigError(f"sampling top_k={self.top_k} must be -1 (off) or >= 1")
+            raise ConfigError(f"{self.KEY}.top_k={self.top_k} must be -1 (off) or >= 1")
         if self.max_tokens < 1:
-            raise ConfigError(f"sampling max_tokens={self.max_tokens} must be >= 1")
+            raise ConfigError(f"{self.KEY}.max_tokens={self.max_tokens} must be >= 1")
+
+
+@dataclass
+class ValSamplingConfig(SamplingConfig):
+    """Sampling for validation: upstream's temperature 0.5, one sample per prompt."""
+
+    KEY: ClassVar[str] = "generation.val_sampling"
+    n: int = 1
+    temperature: float = 0.5
 
 
 @dataclass
@@ -78,7 +89,7 @@ class GenerationConfig:
     max_restarts: int = 2
     log_dir: str = ""  # where a spawned server writes its log; empty: the run directory's generation/
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    val_sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(n=1, temperature=0.5))
+    val_sampling: ValSamplingConfig = field(default_factory=ValSamplingConfig)
 
     def __post_init__(self) -> None:
         _check_choice("generation.mode", self.mode, MODES)
@@ -89,7 +100,7 @@ class GenerationConfig:
         if self.mode == "inprocess" and self.url:
             raise ConfigError(
                 f"generation.url={self.url!r} is set but generation.mode=inprocess builds its own engine; "
-                "use mode=server to talk to a running server, or clear the url"
+                "use generation.mode=server to talk to a running server, or clear generation.url"
             )
         if self.url and not self.url.startswith(("http://", "https://")):
             raise ConfigError(f"generation.url={self.url!r} must start with http:// or https://")
@@ -113,7 +124,7 @@ class GenerationConfig:
         if self.on_server_death == "restart" and self.url:
             raise ConfigError(
                 "generation.on_server_death=restart needs a server this process spawned; with generation.url set, "
-                "the server belongs to someone else: use on_server_death=stop, or clear the url"
+                "the server belongs to someone else: use generation.on_server_death=stop, or clear generation.url"
             )
         server_host = urlparse(self.url).hostname or "127.0.0.1"
         if self.transport == "nccl" and server_host not in LOOPBACK_HOSTS and not self.nccl_master_address:
@@ -126,7 +137,7 @@ class GenerationConfig:
         if self.transport == "nccl" and self.mode == "inprocess":
             raise ConfigError(
                 "generation.transport=nccl is for a server on other hosts; an in-process engine shares this host, "
-                "so use transport=shm"
+                "so use generation.transport=shm"
             )
         if self.sampling.max_tokens >= self.max_model_len:
             raise ConfigError(

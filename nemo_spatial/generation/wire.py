@@ -15,7 +15,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from nemo_spatial.config import ConfigError
+from nemo_spatial.errors import ConfigError
 from nemo_spatial.generation.config import SamplingConfig
 from nemo_spatial.generation.types import GenerationRequest, Rollout
 

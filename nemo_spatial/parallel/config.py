@@ -21,7 +21,7 @@ class ParallelConfig:
     pipeline_model_parallel_size: int = 1
     sequence_parallel: bool = False
     context_parallel_size: int = 1
-    # "auto": NCCL when CUDA is available, else gloo (CPU, with nemo_spatial.parallel.cpu_compat).
+    # "auto": NCCL when CUDA is available, else gloo (CPU: the entry point's nemo_spatial.parallel.cpu_compat.activate).
     backend: str = "auto"
     # How long a collective may wait before the job fails (a hung rank should not hang the job forever).
     timeout_minutes: int = 30

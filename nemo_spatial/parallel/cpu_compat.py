@@ -1,47 +1,79 @@
-"""CPU stand-ins for Megatron-Core's hard-coded CUDA calls, so the same Megatron code runs over gloo on CPU.
+"""The CPU mode: what makes the same Megatron-Core and Megatron-Bridge code run over gloo without a GPU. One switch.
 
-Megatron-Core has no CPU mode: it allocates with `device="cuda"` / `torch.cuda.current_device()`, checks
+    from nemo_spatial.parallel import cpu_compat
+    cpu_compat.activate(cfg.parallel)        # an entry point, first thing, before any component is built
+    with cpu_compat.scoped(parallel_cfg):    # a test: the same, undone on exit
+        ...
+
+Every entry point that may build the policy calls `activate(cfg.parallel)` once, before it builds anything
+(`nemo_spatial.train.run`; an SFT entry point and `tools/megatron_to_hf.py` do the same). It decides from
+`parallel.backend` and the machine, never from who happens to import what:
+- the torch patches (1-3 below) go on when the backend is gloo (`parallel.backend=gloo`, or `auto` with
+  `torch.cuda.is_available()` False) and there is no CUDA: Megatron then runs on CPU;
+- the Transformer Engine stand-in (4) goes on when TE is not installed (CPU machines, and GPU machines without
+  TE), whatever the backend.
+Nothing is switched on as a side effect: `nemo_spatial.parallel.state.initialize` (hence building the policy)
+and `models.qwen25_vl.bridge.import_megatron_bridge` refuse to run without it, with a message naming this
+function. `scoped()` undoes everything it switched on (modules imported meanwhile stay imported).
+
+Why: Megatron-Core has no CPU mode. It allocates with `device="cuda"` / `torch.cuda.current_device()`, checks
 `param.type() == "torch.cuda.FloatTensor"`, keeps its tensor-parallel RNG streams with `torch.cuda.get_rng_state`,
 and uses CUDA streams, events, NVTX ranges and memory statistics. No config flag avoids these (measured on
-megatron-core 0.19.2, ../shared/docs/stack-notes.md). `activate()` installs, once per process and only when
-`torch.cuda.is_available()` is False:
+megatron-core 0.19.2, ../shared/docs/stack-notes.md). What is patched, and why each patch is needed:
 
 1. A global `TorchFunctionMode` (`_CudaToCpuMode`) that rewrites CUDA devices to CPU in every torch call that
-   takes a device (factory functions, `Tensor.to/new_*`, `.cuda()`), drops `pin_memory=True` (pinning needs a
-   CUDA driver), and makes `Tensor.type()` report `torch.cuda.*Tensor` (the distributed optimizer and
-   gradient clipping assert that name). The mode is pushed on the torch-function mode stack, which is
-   thread-local and empty in the autograd backward, so `_patch_backward()` re-enters it around every custom
-   autograd Function's `backward` (Megatron's Functions allocate with `device="cuda"` there), and
-   `activate()` pushes it again on any other thread that calls it.
-2. `torch.cuda` functions replaced by CPU equivalents: the "CUDA" RNG is the CPU default generator
-   (`get/set_rng_state`, `manual_seed`, `default_generators`; `manual_seed_all` is a no-op because
-   `torch.manual_seed` itself calls it), `current_device() == 0`, `set_device`/`synchronize`/`empty_cache` are
-   no-ops, streams and events are inert objects (everything on CPU is already ordered), NVTX ranges do nothing,
-   and memory statistics read 0.
+   takes a device (factory functions, `Tensor.to/new_*`, `.cuda()`): Megatron places its parameters, buffers
+   and communication scratch on "cuda". It drops `pin_memory=True` (pinning needs a CUDA driver) and makes
+   `Tensor.type()` report `torch.cuda.*Tensor` (the distributed optimizer and gradient clipping assert that
+   name). The mode is pushed on the torch-function mode stack, which is thread-local and empty in the autograd
+   backward, so `BackwardCFunction.apply` is wrapped to re-enter it around every custom autograd Function's
+   `backward` (Megatron's tensor-parallel Functions allocate with `device="cuda"` there); `activate()` pushes
+   it again on any other thread that calls it (state.initialize does, on the thread that builds the policy).
+2. `torch.cuda` functions replaced by CPU equivalents: Megatron seeds, saves and restores the "CUDA" RNG for
+   its tensor-parallel streams, so that RNG is the CPU default generator (`get/set_rng_state`, `manual_seed`,
+   `default_generators`; `manual_seed_all` is a no-op because `torch.manual_seed` itself calls it);
+   `current_device() == 0` (used as a device everywhere), `set_device`/`synchronize`/`empty_cache` are no-ops,
+   streams and events are inert objects (everything on CPU is already ordered), NVTX ranges do nothing, and
+   memory statistics read 0 (Megatron logs them).
 3. `torch.cuda._lazy_call` (and Megatron's imported copy of it) runs the callback at once: torch defers it
    until CUDA initialises, which never happens here, so Megatron's RNG-tracker `fork()` would silently not
    switch streams and the queue would grow by a formatted stack trace per call.
+4. An import hook for one module: `megatron.bridge.peft.lora_layers` imports Transformer Engine at module level
+   and `import megatron.bridge` imports it. While that one module executes, it sees an inert stand-in
+   `transformer_engine` (any attribute is a placeholder class, enough for its annotations and base classes);
+   every other module still sees TE as absent, so Megatron and the bridge pick their local (torch) code paths.
+   LoRA is then unusable, and nothing here uses it.
 
 What it does not do: make anything faster (the mode adds a Python call to every torch call), or emulate
 kernels that only exist on a GPU (Transformer Engine, FP8, fused Apex kernels; Megatron falls back to its local
-implementations). Nothing else in the package knows about this module: `nemo_spatial.parallel.state.initialize`
-calls `activate()` before it touches Megatron.
+implementations). The scoped form is for single-threaded tests: a thread that pushed the mode itself keeps it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
 import threading
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
 
+from nemo_spatial.parallel.config import ParallelConfig
+
+_LORA_MODULE = "megatron.bridge.peft.lora_layers"
+_MISSING = object()
 _state_lock = threading.Lock()
-_active = False
+_active = False  # the torch patches (1-3)
 _mode: _CudaToCpuMode | None = None
+_finder: _LoraLayersFinder | None = None  # the TE stand-in hook (4)
+_originals: list[tuple[Any, str, Any]] = []  # (owner, attribute, original or _MISSING), to undo 1-3
 _CUDA_TYPE_NAMES = {
     "torch.FloatTensor": "torch.cuda.FloatTensor",
     "torch.HalfTensor": "torch.cuda.HalfTensor",
@@ -52,26 +84,119 @@ _CUDA_TYPE_NAMES = {
     "torch.ByteTensor": "torch.cuda.ByteTensor",
     "torch.BoolTensor": "torch.cuda.BoolTensor",
 }
+_HOW = (
+    "call nemo_spatial.parallel.cpu_compat.activate(cfg.parallel) in the entry point before building any "
+    "component (a test: `with cpu_compat.scoped(parallel_cfg):`)"
+)
+
+
+def needs_cpu_mode(parallel: ParallelConfig) -> bool:
+    """Whether Megatron runs on CPU for this config on this machine: backend gloo (or auto) and no CUDA."""
+    return parallel.backend in ("gloo", "auto") and not torch.cuda.is_available()
+
+
+def needs_transformer_engine_stand_in() -> bool:
+    return importlib.util.find_spec("transformer_engine") is None
+
+
+def activate(parallel: ParallelConfig) -> bool:
+    """Switch on what `parallel` needs on this machine (see the module docstring); returns whether Megatron runs on
+    CPU. Process-wide and idempotent; a second call on another thread pushes the torch mode on that thread."""
+    with _state_lock:
+        if needs_transformer_engine_stand_in():
+            _install_transformer_engine_stand_in()
+        if not needs_cpu_mode(parallel):
+            return False
+        if not _active:
+            _activate_torch_patches()
+    ensure_on_this_thread()
+    return True
+
+
+def deactivate() -> None:
+    """Undo what `activate` switched on: torch's attributes restored, the mode popped on this thread, the hook
+    removed. Modules imported meanwhile stay imported (megatron.bridge keeps its stand-in LoRA classes)."""
+    with _state_lock:
+        _deactivate_torch_patches()
+        _remove_transformer_engine_stand_in()
+
+
+@contextlib.contextmanager
+def scoped(parallel: ParallelConfig) -> Iterator[bool]:
+    """`activate(parallel)` for the block; on exit it undoes what it switched on itself (tests)."""
+    had_patches, had_stand_in = _active, _finder is not None
+    try:
+        yield activate(parallel)
+    finally:
+        with _state_lock:
+            if not had_patches:
+                _deactivate_torch_patches()
+            if not had_stand_in:
+                _remove_transformer_engine_stand_in()
 
 
 def is_active() -> bool:
-    """Whether the stand-ins are installed in this process."""
+    """Whether the torch patches (Megatron on CPU) are on in this process."""
     return _active
 
 
-def activate() -> bool:
-    """Install the stand-ins when no GPU is present; returns whether they are active. Idempotent."""
+def transformer_engine_stand_in_installed() -> bool:
+    return _finder is not None
+
+
+def require_cpu_mode() -> None:
+    """For code about to run Megatron without CUDA: fail with the fix unless the CPU mode is on; push the mode on
+    this thread (the torch-function mode stack is per thread)."""
+    if not _active:
+        raise RuntimeError(f"Megatron on CPU needs the CPU mode, and it is off in this process: {_HOW}")
+    ensure_on_this_thread()
+
+
+def require_transformer_engine_stand_in() -> None:
+    """For code about to `import megatron.bridge`: fail with the fix when TE is missing and the hook is not on."""
+    if needs_transformer_engine_stand_in() and _finder is None and "megatron.bridge" not in sys.modules:
+        raise RuntimeError(
+            "megatron.bridge imports Transformer Engine, which is not installed, and the stand-in for it is off: "
+            + _HOW
+        )
+
+
+def _activate_torch_patches() -> None:
     global _active, _mode
-    if torch.cuda.is_available():
-        return False
-    with _state_lock:
-        if not _active:
-            _patch_torch_cuda()
-            _patch_backward()
-            _mode = _CudaToCpuMode()
-            _active = True
-    _ensure_mode()
-    return True
+    _patch_torch_cuda()
+    _patch_backward()
+    _mode = _CudaToCpuMode()
+    _active = True
+
+
+def _deactivate_torch_patches() -> None:
+    global _active, _mode
+    if _mode is not None:
+        stack = torch.overrides._get_current_function_mode_stack()
+        if stack and stack[-1] is _mode:
+            _mode.__exit__(None, None, None)
+        elif any(mode is _mode for mode in stack):
+            raise RuntimeError("cpu_compat: another torch function mode was entered after the CPU mode; exit it first")
+    for owner, name, original in reversed(_originals):
+        if original is _MISSING:
+            delattr(owner, name)
+        else:
+            setattr(owner, name, original)
+    _originals.clear()
+    _active, _mode = False, None
+
+
+def _remove_transformer_engine_stand_in() -> None:
+    global _finder
+    if _finder is not None and _finder in sys.meta_path:
+        sys.meta_path.remove(_finder)
+    _finder = None
+
+
+def _set(owner: Any, name: str, value: Any) -> None:
+    """setattr, remembering the original so that `deactivate` can restore it."""
+    _originals.append((owner, name, owner.__dict__.get(name, _MISSING) if hasattr(owner, "__dict__") else _MISSING))
+    setattr(owner, name, value)
 
 
 def _map_device(device: Any) -> Any:
@@ -108,8 +233,8 @@ class _CudaToCpuMode(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _ensure_mode() -> None:
-    """Push the mode on this thread's torch-function mode stack unless it is already there."""
+def ensure_on_this_thread() -> None:
+    """Push the mode on this thread's torch-function mode stack unless it is already there (no-op when off)."""
     if _mode is None:
         return
     stack = torch.overrides._get_current_function_mode_stack()
@@ -145,7 +270,7 @@ def _patch_backward() -> None:
         with _mode_active():
             return original_apply(self, *args)
 
-    backward_node.apply = apply  # type: ignore[method-assign]
+    _set(backward_node, "apply", apply)
 
 
 class _InertStream:
@@ -247,13 +372,63 @@ def _patch_torch_cuda() -> None:
         "_lazy_init": _noop,
     }
     for name, value in replacements.items():
-        setattr(cuda, name, _distinct(value))
+        _set(cuda, name, _distinct(value))
     for name in ("get_rng_state", "set_rng_state", "manual_seed", "manual_seed_all"):
-        setattr(cuda.random, name, getattr(cuda, name))
+        _set(cuda.random, name, getattr(cuda, name))
     for name in ("range_push", "range_pop", "mark"):
-        setattr(cuda.nvtx, name, _distinct(_noop))
-    cuda.nvtx.range = _distinct(lambda *a, **k: contextlib.nullcontext())  # type: ignore[assignment]
+        _set(cuda.nvtx, name, _distinct(_noop))
+    _set(cuda.nvtx, "range", _distinct(lambda *a, **k: contextlib.nullcontext()))
     # Megatron's RNG module imported torch's `_lazy_call`/`_lazy_init` by name at its own import.
     megatron_random = importlib.import_module("megatron.core.tensor_parallel.random")
-    megatron_random._lazy_call = _lazy_call  # type: ignore[attr-defined]
-    megatron_random._lazy_init = _noop  # type: ignore[attr-defined]
+    _set(megatron_random, "_lazy_call", _lazy_call)
+    _set(megatron_random, "_lazy_init", _noop)
+
+
+def _install_transformer_engine_stand_in() -> None:
+    global _finder
+    if _finder is None:
+        _finder = _LoraLayersFinder()
+        sys.meta_path.insert(0, _finder)
+
+
+class _Missing(type):
+    def __getattr__(cls, name: str) -> Any:
+        return cls
+
+
+class _TransformerEngineStandIn(metaclass=_Missing):
+    """Any attribute of the stand-in TE is this class (annotations and base classes at import time only)."""
+
+
+class _LoraLayersFinder(importlib.abc.MetaPathFinder):
+    """Finds `megatron.bridge.peft.lora_layers` and executes it with a stand-in `transformer_engine` in place."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname != _LORA_MODULE:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return None
+        spec.loader = _WithStandInLoader(spec.loader)
+        return spec
+
+
+class _WithStandInLoader(importlib.abc.Loader):
+    def __init__(self, real: Any) -> None:
+        self.real = real
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+        return self.real.create_module(spec)  # type: ignore[no-any-return]
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        package = types.ModuleType("transformer_engine")
+        package.__path__ = []
+        pytorch = types.ModuleType("transformer_engine.pytorch")
+        pytorch.__path__ = []
+        pytorch.__getattr__ = lambda name: _TransformerEngineStandIn  # type: ignore[method-assign]
+        package.pytorch = pytorch  # type: ignore[attr-defined]
+        sys.modules["transformer_engine"], sys.modules["transformer_engine.pytorch"] = package, pytorch
+        try:
+            self.real.exec_module(module)
+        finally:
+            del sys.modules["transformer_engine"], sys.modules["transformer_engine.pytorch"]

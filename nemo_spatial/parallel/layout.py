@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from nemo_spatial.config import ConfigError
+from nemo_spatial.errors import ConfigError
 from nemo_spatial.parallel.config import ParallelConfig
 
 
@@ -47,7 +47,7 @@ def resolve_layout(cfg: ParallelConfig, world_size: int) -> Layout:
             f"world size {world_size} is not divisible by TP*PP*CP = {cfg.tensor_model_parallel_size}*"
             f"{cfg.pipeline_model_parallel_size}*{cfg.context_parallel_size} = {model_parallel}; launch a multiple "
             f"of {model_parallel} processes, or change parallel.tensor_model_parallel_size / "
-            "pipeline_model_parallel_size / context_parallel_size so that their product divides "
+            "parallel.pipeline_model_parallel_size / parallel.context_parallel_size so that their product divides "
             f"{world_size}"
         )
     return Layout(

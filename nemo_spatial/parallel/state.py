@@ -6,8 +6,9 @@
 
 The launcher (torchrun, SLURM's srun, or `nemo_spatial.parallel.launch.spawn`) provides RANK, WORLD_SIZE,
 LOCAL_RANK, MASTER_ADDR and MASTER_PORT. The layout is validated against the world before any group is created
-(`layout.resolve_layout`). On a machine without CUDA the gloo backend is used and
-`cpu_compat.activate()` is called before Megatron is imported, so the rest of the code is the same on both.
+(`layout.resolve_layout`). On a machine without CUDA the gloo backend is used, and the entry
+point must have switched on the CPU mode (`cpu_compat.activate(cfg.parallel)`) before: `initialize` refuses
+otherwise, so the rest of the code is the same on both.
 `initialize` may be called again after `destroy_model_parallel()` with another layout over the same world
 (the invariance tests switch layouts inside one group of processes).
 """
@@ -64,7 +65,7 @@ def initialize(cfg: ParallelConfig, seed: int = 1) -> ParallelState:
     world_size = dist.get_world_size() if dist.is_initialized() else int(os.environ.get("WORLD_SIZE", "1"))
     layout = resolve_layout(cfg, world_size)
     if not cuda:
-        cpu_compat.activate()
+        cpu_compat.require_cpu_mode()  # switched on by the entry point, never here (see cpu_compat)
     else:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():

@@ -34,7 +34,7 @@ import urllib3
 
 from nemo_spatial.reward import kserve
 from nemo_spatial.reward.batch import DEFAULT_TIME_BUDGET_S, BatchResult, RewardResult, RewardSample, RewardScorer
-from nemo_spatial.reward.service_config import RewardServiceConfig, parse_url
+from nemo_spatial.reward.config import RewardServiceConfig, parse_url
 from nemo_spatial.reward.service_model import (
     ERRORS_OUTPUT,
     PRESET_INPUT,

@@ -157,6 +157,10 @@ class GlobalBatchPolicy:
 
 def run_layouts(rank: int, model_dir: str, batch_tensors: dict[str, torch.Tensor], work_dir: str) -> dict[str, Any]:
     """Worker: every phase on this rank; returns the records (rank 0's are the ones the tests read)."""
+    from nemo_spatial.parallel import cpu_compat
+    from nemo_spatial.parallel.config import ParallelConfig
+
+    cpu_compat.activate(ParallelConfig())  # this spawned process is its own entry point; every layout is gloo
     records: dict[str, Any] = {}
     checkpoints = Path(work_dir)
     for name, parallel in LAYOUTS.items():

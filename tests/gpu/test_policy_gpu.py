@@ -32,6 +32,7 @@ def _run(rank: int, model_dir: str, batch_tensors: dict, fp8_recipe: str | None)
     from nemo_spatial.batch import PolicyBatch
     from nemo_spatial.models.qwen25_vl.config import FP8Config, OptimizerConfig, PolicyConfig
     from nemo_spatial.models.qwen25_vl.policy import MegatronPolicy
+    from nemo_spatial.parallel import cpu_compat
     from nemo_spatial.parallel.config import ParallelConfig
     from tests.distributed.policy_scenarios import stand_in_loss
 
@@ -42,7 +43,9 @@ def _run(rank: int, model_dir: str, batch_tensors: dict, fp8_recipe: str | None)
         hf_path=model_dir, precision="bf16", max_seq_length=256, fp8=fp8, optimizer=OptimizerConfig(lr=1e-4)
     )
     world = int(os.environ["WORLD_SIZE"])  # set by spawn
-    policy = MegatronPolicy(cfg, ParallelConfig(tensor_model_parallel_size=world), seed=1)
+    parallel = ParallelConfig(tensor_model_parallel_size=world)
+    cpu_compat.activate(parallel)  # on a GPU: only the Transformer Engine stand-in, where TE is not installed
+    policy = MegatronPolicy(cfg, parallel, seed=1)
     batch = PolicyBatch(**batch_tensors)
     logprobs, _ = policy.compute_logprobs(batch)
     metrics = policy.train_step(batch, stand_in_loss)

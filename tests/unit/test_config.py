@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from nemo_spatial.config import Config, ConfigError, load_config, valid_keys, write_run_metadata
+from nemo_spatial.config import Config, load_config, valid_keys, write_run_metadata
+from nemo_spatial.errors import ConfigError
 
 
 def test_defaults_and_overrides(repo_root):

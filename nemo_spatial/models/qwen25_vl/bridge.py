@@ -13,15 +13,13 @@ Choices and departures from the bridge's defaults:
   number of micro-batches nor averages gradients over data-parallel ranks; see forward.py).
 - Sequence parallel with the local spec: layer_spec.py (torch norms tagged `sequence_parallel`, which
   Megatron's own local norm refuses).
-- Transformer Engine is optional: `megatron.bridge.peft.lora_layers` imports it at module level, so
-  `import_megatron_bridge()` lets that one module see an inert stand-in while it is executed (LoRA is then
-  unusable, and nothing here uses it); every other module still sees TE as absent.
+- Transformer Engine is optional: `megatron.bridge.peft.lora_layers` imports it at module level; the stand-in
+  that module sees while it executes is part of the CPU mode (`nemo_spatial.parallel.cpu_compat`, switched on
+  by the entry point), and `import_megatron_bridge()` refuses, with the fix, when it is off and TE is missing.
 """
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import logging
 import sys
 import types
@@ -31,12 +29,12 @@ from typing import Any
 
 import torch
 
-from nemo_spatial.config import ConfigError
+from nemo_spatial.errors import ConfigError
 from nemo_spatial.models.qwen25_vl.config import PolicyConfig
+from nemo_spatial.parallel import cpu_compat
 from nemo_spatial.parallel.layout import Layout, check_model_fits
 from nemo_spatial.parallel.state import transformer_engine_available
 
-_LORA_MODULE = "megatron.bridge.peft.lora_layers"
 _CPU_FUSIONS_OFF = (
     "gradient_accumulation_fusion",
     "bias_dropout_fusion",
@@ -57,10 +55,9 @@ class LoadedModel:
 
 
 def import_megatron_bridge() -> types.ModuleType:
-    """`import megatron.bridge`, with TE stood in for `megatron.bridge.peft.lora_layers` when TE is missing."""
-    needs_stand_in = "megatron.bridge" not in sys.modules and importlib.util.find_spec("transformer_engine") is None
-    if needs_stand_in and not any(isinstance(finder, _LoraLayersFinder) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _LoraLayersFinder())
+    """`import megatron.bridge`; without TE it needs the entry point's `cpu_compat.activate` (its TE stand-in)."""
+    needs_stand_in = "megatron.bridge" not in sys.modules and cpu_compat.needs_transformer_engine_stand_in()
+    cpu_compat.require_transformer_engine_stand_in()
     if needs_stand_in:
         # Without TE the bridge logs a full traceback at INFO for each optional TE symbol it probes (expected
         # here); a filter, because the module resets its logger's level to INFO when it is imported.
@@ -72,49 +69,6 @@ def import_megatron_bridge() -> types.ModuleType:
     return megatron.bridge
 
 
-class _Missing(type):
-    def __getattr__(cls, name: str) -> Any:
-        return cls
-
-
-class _TransformerEngineStandIn(metaclass=_Missing):
-    """Any attribute of the stand-in TE is this class (annotations and base classes at import time only)."""
-
-
-class _LoraLayersFinder(importlib.abc.MetaPathFinder):
-    """Finds `megatron.bridge.peft.lora_layers` and executes it with a stand-in `transformer_engine` in place."""
-
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
-        if fullname != _LORA_MODULE:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None:
-            return None
-        spec.loader = _WithStandInLoader(spec.loader)
-        return spec
-
-
-class _WithStandInLoader(importlib.abc.Loader):
-    def __init__(self, real: Any) -> None:
-        self.real = real
-
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
-        return self.real.create_module(spec)
-
-    def exec_module(self, module: types.ModuleType) -> None:
-        package = types.ModuleType("transformer_engine")
-        package.__path__ = []
-        pytorch = types.ModuleType("transformer_engine.pytorch")
-        pytorch.__path__ = []
-        pytorch.__getattr__ = lambda name: _TransformerEngineStandIn  # type: ignore[method-assign]
-        package.pytorch = pytorch  # type: ignore[attr-defined]
-        sys.modules["transformer_engine"], sys.modules["transformer_engine.pytorch"] = package, pytorch
-        try:
-            self.real.exec_module(module)
-        finally:
-            del sys.modules["transformer_engine"], sys.modules["transformer_engine.pytorch"]
-
-
 def hf_mrope_section(hf_config: Any) -> list[int]:
     """The text model's mRoPE sections (temporal, height, width) from a Qwen2.5-VL HF config."""
     text_config = getattr(hf_config, "text_config", hf_config)
@@ -123,8 +77,8 @@ def hf_mrope_section(hf_config: Any) -> list[int]:
         if isinstance(params, dict) and params.get("mrope_section"):
             return [int(x) for x in params["mrope_section"]]
     raise ConfigError(
-        f"the Hugging Face config {getattr(hf_config, 'name_or_path', '')!r} has no mrope_section in "
-        "text_config.rope_parameters or rope_scaling; it is not a Qwen2.5-VL checkpoint"
+        f"policy.hf_path: the Hugging Face config {getattr(hf_config, 'name_or_path', '')!r} has no mrope_section "
+        "in text_config.rope_parameters or rope_scaling; it is not a Qwen2.5-VL checkpoint"
     )
 
 

@@ -57,12 +57,15 @@ class OptimizerConfig:
                 f"{', '.join(LR_SCHEDULES)}"
             )
         if self.lr_warmup_steps < 0 or self.lr_decay_steps < 0:
-            raise ConfigError("policy.optimizer.lr_warmup_steps and lr_decay_steps must be >= 0")
+            raise ConfigError(
+                f"policy.optimizer.lr_warmup_steps={self.lr_warmup_steps} and policy.optimizer.lr_decay_steps="
+                f"{self.lr_decay_steps} must be >= 0"
+            )
         if self.lr_schedule != "constant" and self.lr_decay_steps <= self.lr_warmup_steps:
             raise ConfigError(
-                f"policy.optimizer.lr_schedule={self.lr_schedule!r} decays over lr_decay_steps="
-                f"{self.lr_decay_steps}, which must exceed lr_warmup_steps={self.lr_warmup_steps}; "
-                "set lr_decay_steps to the number of optimizer steps of the run"
+                f"policy.optimizer.lr_schedule={self.lr_schedule!r} decays over policy.optimizer.lr_decay_steps="
+                f"{self.lr_decay_steps}, which must exceed policy.optimizer.lr_warmup_steps={self.lr_warmup_steps}; "
+                "set policy.optimizer.lr_decay_steps to the number of optimizer steps of the run"
             )
 
 

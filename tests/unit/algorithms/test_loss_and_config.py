@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from nemo_spatial.algorithms import AlgorithmConfig, LossScale, actor_loss, kl_loss, ppo_clip_loss
-from nemo_spatial.config import ConfigError, load_config
+from nemo_spatial.config import load_config
+from nemo_spatial.errors import ConfigError
 from nemo_spatial.parallel.collectives import reduction_of
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from nemo_spatial.config import ConfigError, load_config
+from nemo_spatial.config import load_config
 from nemo_spatial.data.config import DataConfig
+from nemo_spatial.errors import ConfigError
 
 
 def test_defaults_are_upstreams() -> None:

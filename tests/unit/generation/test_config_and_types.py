@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nemo_spatial.config import ConfigError, load_config
+from nemo_spatial.config import load_config
+from nemo_spatial.errors import ConfigError
 from nemo_spatial.generation import (
     GenerationConfig,
     GenerationRequest,
@@ -27,7 +28,7 @@ from nemo_spatial.generation.wire import decode_request, decode_sampling, encode
         ({"url": "127.0.0.1:8000"}, "must start with http://"),
         ({"bucket_mb": 0}, "bucket_mb=0"),
         ({"on_server_death": "restart", "url": "http://10.0.0.2:8000"}, "on_server_death=restart needs a server"),
-        ({"mode": "inprocess", "transport": "nccl"}, "use transport=shm"),
+        ({"mode": "inprocess", "transport": "nccl"}, "use generation.transport=shm"),
         ({"transport": "nccl", "url": "http://10.0.0.2:8000"}, "with the server on 10.0.0.2 needs"),
         ({"max_model_len": 1024, "sampling": SamplingConfig(max_tokens=2048)}, "leaves no room for the prompt"),
     ],
@@ -39,11 +40,23 @@ def test_generation_config_rejects_with_the_fix(kwargs, message) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"n": 0}, "n=0"), ({"top_p": 0.0}, "top_p=0.0"), ({"temperature": -1.0}, "temperature"), ({"top_k": 0}, "top_k")],
+    [
+        ({"n": 0}, "generation.sampling.n=0"),
+        ({"top_p": 0.0}, "generation.sampling.top_p=0.0"),
+        ({"temperature": -1.0}, "generation.sampling.temperature"),
+        ({"top_k": 0}, "generation.sampling.top_k"),
+    ],
 )
 def test_sampling_config_rejects(kwargs, message) -> None:
     with pytest.raises(ConfigError, match=message):
         SamplingConfig(**kwargs)
+
+
+def test_sampling_messages_name_the_full_key_of_either_section() -> None:
+    with pytest.raises(ConfigError, match=r"^generation\.val_sampling\.n=0 must be >= 1"):
+        load_config(None, ["generation.val_sampling.n=0"])
+    with pytest.raises(ConfigError, match=r"^generation\.sampling\.max_tokens=0 must be >= 1"):
+        load_config(None, ["generation.sampling.max_tokens=0"])
 
 
 def test_nccl_to_a_local_server_or_with_an_address_is_accepted() -> None:

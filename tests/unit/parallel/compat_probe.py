@@ -22,9 +22,13 @@ class _AllocatesInBackward(torch.autograd.Function):
 
 def probe(rank: int) -> dict[str, Any]:
     from nemo_spatial.parallel import cpu_compat
+    from nemo_spatial.parallel.config import ParallelConfig
 
-    out: dict[str, Any] = {"active_before": cpu_compat.is_active(), "activated": cpu_compat.activate()}
-    out["activate_again"] = cpu_compat.activate()
+    out: dict[str, Any] = {"active_before": cpu_compat.is_active()}
+    out["nccl_activates"] = cpu_compat.activate(ParallelConfig(backend="nccl"))  # no GPU here: not the CPU mode
+    out["active_after_nccl"] = cpu_compat.is_active()
+    out["activated"] = cpu_compat.activate(ParallelConfig())
+    out["activate_again"] = cpu_compat.activate(ParallelConfig(backend="gloo"))
     x = torch.ones(3)
     out["devices"] = [
         str(torch.empty(2, device="cuda").device),
@@ -84,3 +88,42 @@ def _megatron_rng() -> dict[str, Any]:
         "fork_reproducible": torch.equal(forked, forked_reseeded),
         "queued_calls_growth": len(torch.cuda._queued_calls) - queued,
     }
+
+
+def probe_scoped(rank: int) -> dict[str, Any]:
+    """Without the CPU mode the policy's entry points refuse; `scoped` switches it on and restores torch on exit."""
+    import sys
+
+    from nemo_spatial.models.qwen25_vl.bridge import import_megatron_bridge
+    from nemo_spatial.parallel import cpu_compat
+    from nemo_spatial.parallel.config import ParallelConfig
+    from nemo_spatial.parallel.state import initialize
+
+    out: dict[str, Any] = {"refusals": [_refusal(lambda: initialize(ParallelConfig()))]}
+    out["refusals"].append(_refusal(import_megatron_bridge))
+    before = {name: getattr(torch.cuda, name) for name in ("current_device", "get_rng_state", "_lazy_call", "Stream")}
+    apply_before = torch.autograd.function.BackwardCFunction.apply
+    with cpu_compat.scoped(ParallelConfig()) as on:
+        out["on"] = on and cpu_compat.is_active() and cpu_compat.transformer_engine_stand_in_installed()
+        out["inside_device"] = str(torch.empty(2, device="cuda").device)
+        leaf = torch.ones(3, requires_grad=True)
+        _AllocatesInBackward.apply(leaf).sum().backward()
+        assert leaf.grad is not None
+        out["inside_grad"] = leaf.grad.tolist()
+        import_megatron_bridge()
+        out["bridge_imported"] = "megatron.bridge.peft.lora_layers" in sys.modules
+    out["off_after"] = not cpu_compat.is_active() and not cpu_compat.transformer_engine_stand_in_installed()
+    out["torch_restored"] = all(getattr(torch.cuda, name) is value for name, value in before.items())
+    out["backward_restored"] = torch.autograd.function.BackwardCFunction.apply is apply_before
+    out["hooks_restored"] = not any(type(finder).__name__ == "_LoraLayersFinder" for finder in sys.meta_path)
+    out["mode_stack_after"] = len(torch.overrides._get_current_function_mode_stack())
+    out["after_cuda_alloc"] = _refusal(lambda: torch.empty(2, device="cuda"))
+    return out
+
+
+def _refusal(call: Any) -> str:
+    try:
+        call()
+    except Exception as error:  # noqa: BLE001 -- the probe reports whatever the call raised
+        return f"{type(error).__name__}: {error}"
+    return ""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nemo_spatial.config import ConfigError, load_config
+from nemo_spatial.config import load_config
+from nemo_spatial.errors import ConfigError
 from nemo_spatial.parallel.config import ParallelConfig
 from nemo_spatial.parallel.layout import check_model_fits, check_runtime, check_sequence_length, resolve_layout
 

@@ -4,8 +4,9 @@ from dataclasses import asdict
 
 import pytest
 
-from nemo_spatial.config import ConfigError, load_config
-from nemo_spatial.reward.service_config import RewardServiceConfig, is_loopback_host, parse_url
+from nemo_spatial.config import load_config
+from nemo_spatial.errors import ConfigError
+from nemo_spatial.reward.config import RewardServiceConfig, is_loopback_host, parse_url
 
 
 def test_base_yaml_holds_the_dataclass_defaults(repo_root):

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from nemo_spatial.config import ConfigError
+from nemo_spatial.errors import ConfigError
 from nemo_spatial.logging_sinks import LoggingConfig, MetricsLogger
 
 

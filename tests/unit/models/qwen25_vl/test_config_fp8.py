@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nemo_spatial.config import ConfigError, load_config
+from nemo_spatial.config import load_config
+from nemo_spatial.errors import ConfigError
 from nemo_spatial.models.qwen25_vl.config import FP8Config, OptimizerConfig, PolicyConfig
 from nemo_spatial.models.qwen25_vl.fp8 import check_fp8_supported, fp8_fields, resolved_dtype_name
 
@@ -52,7 +53,7 @@ def test_policy_config_rejects_bad_values(kwargs: dict, message: str) -> None:
         ({"min_lr": 1.0}, "min_lr=1.0 must be in \\[0, lr=1e-06\\]"),
         ({"adam_beta2": 1.0}, "adam_beta2=1.0 must be in \\[0, 1\\)"),
         ({"lr_schedule": "step"}, "lr_schedule='step' is not a schedule; use one of: constant, linear, cosine"),
-        ({"lr_schedule": "cosine", "lr_decay_steps": 0}, "set lr_decay_steps to the number of optimizer steps"),
+        ({"lr_schedule": "cosine", "lr_decay_steps": 0}, "set policy.optimizer.lr_decay_steps to the number"),
         ({"clip_grad": -1.0}, "clip_grad=-1.0 must be >= 0"),
     ],
 )

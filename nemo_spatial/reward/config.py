@@ -1,5 +1,8 @@
-"""Configuration of the remote reward service: where the trainer scores, and how the server runs.
+"""The `reward:` and `reward_service:` config sections: what is scored, where, and how the reward server runs.
 
+    reward:
+      preset: spatialthinker  # spatialthinker | r1v | letter_a (nemo_spatial.reward.batch.PRESETS)
+      similarity: auto       # label similarity: auto | spacy | trigram (nemo_spatial.reward.similarity)
     reward_service:
       mode: local            # local: score in the trainer's process; remote: ask the server at `url`
       url: http://127.0.0.1:5555
@@ -16,10 +19,33 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from nemo_spatial.errors import ConfigError
+from nemo_spatial.reward.batch import PRESETS
 
+SIMILARITY_BACKENDS = ("auto", "spacy", "trigram")
 MODES = ("local", "remote")
 DEFAULT_PORT = 5555  # NeMo-Aligner's remote reward model default
 MODEL_NAME = "reward_model"
+
+
+@dataclass
+class RewardConfig:
+    """The reward: preset, label similarity backend, and where it is computed."""
+
+    preset: str = "spatialthinker"
+    similarity: str = "auto"
+    similarity_model: str = "en_core_web_md"
+    upstream_exact: bool = False  # upstream's spatialthinker value exactly: mciou not floored at 0
+    sample_time_budget_s: float = 2.0  # CPU seconds one sample may take; past it: reward 0 and an error
+
+    def __post_init__(self) -> None:
+        if not self.sample_time_budget_s > 0:
+            raise ConfigError(f"reward.sample_time_budget_s={self.sample_time_budget_s} must be > 0")
+        if self.preset not in PRESETS:
+            raise ConfigError(f"reward.preset={self.preset!r} is not a preset; use one of: {', '.join(PRESETS)}")
+        if self.similarity not in SIMILARITY_BACKENDS:
+            raise ConfigError(
+                f"reward.similarity={self.similarity!r} is not a backend; use one of: {', '.join(SIMILARITY_BACKENDS)}"
+            )
 
 
 @dataclass
