@@ -90,14 +90,15 @@ def _megatron_logits(chunks: list[Any], ids: torch.Tensor, inputs: dict[str, tor
     from megatron.core.tensor_parallel.mappings import gather_from_tensor_model_parallel_region
 
     model = chunks[0]
+    device = next(model.parameters()).device  # the GPU where the export runs on one
     with torch.no_grad():
         logits = model(
-            input_ids=ids,
+            input_ids=ids.to(device),
             attention_mask=None,
-            pixel_values=inputs["pixel_values"],
-            image_grid_thw=inputs["image_grid_thw"],
+            pixel_values=inputs["pixel_values"].to(device),
+            image_grid_thw=inputs["image_grid_thw"].to(device),
         )
-        return gather_from_tensor_model_parallel_region(logits.contiguous())[0].float()
+        return gather_from_tensor_model_parallel_region(logits.contiguous())[0].float().cpu()
 
 
 def _megatron_greedy(
