@@ -24,7 +24,9 @@ from tests.e2e.export.runs import VAL_REWARD
 from tools.megatron_to_hf import main
 
 REPO = Path(__file__).resolve().parents[3]
-pytestmark = [pytest.mark.slow, pytest.mark.distributed]
+# The session's runs and exports (conftest.py) are built in the setup of the first test that needs them: ~5 min on
+# 2 idle cores, 10+ on a loaded machine, so the per-test limit (900 s, a hang guard) is raised for these.
+pytestmark = [pytest.mark.slow, pytest.mark.distributed, pytest.mark.timeout(2400)]
 # The order of conftest.exports' "main" steps.
 CHECKED = dict(zip(EXPORTED, range(3), strict=True))
 FROZEN = {"frozen_tp1": 3, "frozen_tp2": 4}

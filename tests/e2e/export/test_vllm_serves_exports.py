@@ -15,7 +15,9 @@ from tests.e2e.export.conftest import EXPORTED, export_dir
 from tests.e2e.export.test_megatron_to_hf import exported_tensors
 from tests.e2e.generation.conftest import CONTINUATION, TrainerModel, chat_prompt, e2e_config, make_image
 
-pytestmark = [pytest.mark.slow, pytest.mark.distributed]
+# The session's runs and exports (conftest.py) are built in the setup of the first test that needs them: ~5 min on
+# 2 idle cores, 10+ on a loaded machine, so the per-test limit (900 s, a hang guard) is raised for these.
+pytestmark = [pytest.mark.slow, pytest.mark.distributed, pytest.mark.timeout(2400)]
 
 
 def test_vllm_loads_each_export(export_runs, exports, tmp_path, monkeypatch):
