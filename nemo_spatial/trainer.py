@@ -159,7 +159,9 @@ class Trainer:
                 # ranks at different moments or only some of them: stop when any rank was asked to.
                 stop = self.collectives.any_rank(flag.requested)
                 if stop or finished or (tc.save_every and self.step % tc.save_every == 0):
-                    self.save()
+                    checkpoint = self.save()
+                    if tc.export_hf_every and self.step % tc.export_hf_every == 0 and not stop:
+                        self.policy.export_hf(str(checkpoint))  # <run>/hf/step_N, through the policy (no models/)
                 if stop:
                     reason = flag.signal_name or "a signal to another rank"
                     logger.warning("stopped by %s after step %d; checkpoint saved", reason, self.step)

@@ -7,6 +7,7 @@
     metrics = policy.train_step(batch, loss_fn)                              # one optimizer step
     for name, tensor in policy.named_hf_weights(): ...                       # full HF tensors, every rank
     policy.save_checkpoint(path); policy.load_checkpoint(path)
+    policy.export_hf(trainer_checkpoint)                                     # HF model in <run>/hf/step_N
 
 Data: each rank passes the batch of ITS data-parallel rank's samples (`PolicyBatch`, nemo_spatial/batch.py):
 the rows `data_shard` names (ranks of one DP group, TP/PP peers, pass the same rows). The policy cuts it into
@@ -171,6 +172,15 @@ class MegatronPolicy:
         from nemo_spatial.models.qwen25_vl.checkpoint import save_policy_checkpoint
 
         save_policy_checkpoint(path, self.chunks, self.optimizer, self.scheduler, self.layout, self.step)
+
+    def export_hf(self, checkpoint: str) -> str:
+        """Write the weights held now as a Hugging Face model next to the trainer checkpoint `checkpoint`
+        (`<run>/hf/<step_N>`, collective; hf_export.export_policy); returns that directory."""
+        from pathlib import Path
+
+        from nemo_spatial.models.qwen25_vl.hf_export import export_policy
+
+        return str(export_policy(self.chunks, self.bridge, Path(checkpoint)))
 
     def load_checkpoint(self, path: str, load_optimizer: bool | None = None) -> dict[str, Any]:
         """The policy step continues from the checkpoint in any case; Adam's own step count comes back with its
