@@ -178,16 +178,27 @@ def spatial_reward(
 def object_score(
     gt: GroundTruth, pred_objects: list[dict[str, Any]], width: int, height: int, similarity: LabelSimilarity
 ) -> float:
-    """Sum of mciou (at least 0 each) over Hungarian-matched ground-truth objects / their number (1.0 if none).
-
-    The cost matrix is built from Python floats, with numpy's float64 operations in numpy's order, so it is the
-    matrix upstream hands the solver bit for bit; building it with numpy cost more than the arithmetic on the
-    usual 2-6 x 2-6 matrices.
-    """
+    """Sum of mciou (at least 0 each) over Hungarian-matched ground-truth objects / their number (1.0 if none)."""
     if not gt.boxes:
         return 1.0
-    if not pred_objects:
-        return 0.0  # every ground-truth object is assigned to padding
+    per_gt = [0.0] * len(gt.boxes)
+    for gt_index, _, score in match_objects(gt, pred_objects, width, height, similarity):
+        per_gt[gt_index] = score
+    return sum(per_gt) / len(gt.boxes)
+
+
+def match_objects(
+    gt: GroundTruth, pred_objects: list[dict[str, Any]], width: int, height: int, similarity: LabelSimilarity
+) -> list[tuple[int, int, float]]:
+    """The spatial term's Hungarian assignment: (ground-truth index, predicted index, mciou at least 0) per pair.
+
+    A ground-truth object assigned to padding (more ground truth than predictions) has no pair. The cost matrix
+    is built from Python floats, with numpy's float64 operations in numpy's order, so it is the matrix upstream
+    hands the solver bit for bit; building it with numpy cost more than the arithmetic on the usual 2-6 x 2-6
+    matrices. Also used by the rollout viewer (nemo_spatial.report) to draw the pairs.
+    """
+    if not gt.boxes or not pred_objects:
+        return []
     scale_x, scale_y = 1.0 / width, 1.0 / height
     gt_boxes = [_scaled(box, scale_x, scale_y) for box in gt.boxes]
     pred_boxes = [_scaled(box_as_floats(obj["bbox"]), scale_x, scale_y) for obj in pred_objects]
@@ -202,11 +213,10 @@ def object_score(
     ]
     n_gt = len(gt_boxes)
     cost.extend([PADDING_COST] * n_gt for _ in range(n_gt - len(cost)))  # at least G rows
-    per_gt = [0.0] * n_gt
-    for row, col in zip(*linear_sum_assignment(np.array(cost, dtype=np.float64)), strict=True):
-        if row < len(mciou):
-            per_gt[col] = max(0.0, mciou[row][col])
-    return sum(per_gt) / n_gt
+    rows, cols = linear_sum_assignment(np.array(cost, dtype=np.float64))
+    return [
+        (int(col), int(row), max(0.0, mciou[row][col])) for row, col in zip(rows, cols, strict=True) if row < len(mciou)
+    ]
 
 
 def _ground_truth_box(obj: object) -> Box:
