@@ -64,9 +64,9 @@ fi
 python=$(find_python) || python=""
 if [[ -z "$python" && -n "$uv" ]]; then
   # As uv does on a connected machine: a managed CPython 3.12 (python-build-standalone, from GitHub).
-  python=$("$uv" python find 3.12 2>/dev/null) || {
+  python=$("$uv" python find --system --no-project 3.12 2>/dev/null) || {
     echo "no Python 3.12 found; fetching one with 'uv python install 3.12'" >&2
-    "$uv" python install 3.12 >&2 && python=$("$uv" python find 3.12)
+    "$uv" python install 3.12 >&2 && python=$("$uv" python find --system --no-project 3.12)
   } || python=""
 fi
 if [[ -z "$python" ]]; then
