@@ -189,9 +189,12 @@ def run_console(run_dir: Path | str, verbose: bool = False, rank: int = 0) -> It
         root.handlers = [file_handler, console_handler]
         root.setLevel(logging.INFO)
         logging.captureWarnings(True)
+        moved: list[tuple[logging.StreamHandler[TextIO], TextIO]] = []
         if not verbose:
-            sys.stdout = _LogStream(log, real_out, board, echo_errors=False)  # type: ignore[assignment]
-            sys.stderr = _LogStream(log, real_err, board, echo_errors=True)  # type: ignore[assignment]
+            out_stream = _LogStream(log, real_out, board, echo_errors=False)
+            err_stream = _LogStream(log, real_err, board, echo_errors=True)
+            sys.stdout, sys.stderr = out_stream, err_stream  # type: ignore[assignment]
+            moved = _redirect_library_handlers({id(real_out): out_stream, id(real_err): err_stream})
         _console, _board = console, board
         try:
             yield board
@@ -200,10 +203,23 @@ def run_console(run_dir: Path | str, verbose: bool = False, rank: int = 0) -> It
             if summary is not None and rank == 0:
                 console.print(Text(summary), soft_wrap=True)
             sys.stdout, sys.stderr = real_out, real_err
+            for handler, stream in moved:
+                handler.setStream(stream)
             logging.captureWarnings(False)
             root.handlers, root.level = saved_handlers, saved_level
             _console = None
             _board = None
+
+
+def _redirect_library_handlers(streams: dict[int, _LogStream]) -> list[tuple[logging.StreamHandler[TextIO], TextIO]]:
+    """Point libraries' own console handlers (torch's, set up at import) at the log; returns what to restore."""
+    moved = []
+    loggers = [logging.getLogger(name) for name in list(logging.Logger.manager.loggerDict)]
+    for lib_logger in loggers:
+        for handler in lib_logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and id(handler.stream) in streams:
+                moved.append((handler, handler.setStream(streams[id(handler.stream)])))  # type: ignore[arg-type]
+    return [(handler, old) for handler, old in moved if old is not None]
 
 
 # ---- the per-step line -----------------------------------------------------------------------------------

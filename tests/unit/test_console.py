@@ -86,3 +86,19 @@ def test_step_line_has_the_numbers_that_matter():
         " | 14.2 s: gen 6.1 rew 0.1 old 1.0 upd 5.5 sync 1.2 | 3121 tok/s"
     )
     assert step_line(1, 2, {"timing/step_s": 1.0}) == "step 1/2 | 1.0 s"
+
+
+def test_a_library_handler_on_the_terminal_is_pointed_at_the_log(tmp_path, capsys):
+    lib = logging.getLogger("torch._fake_lib")
+    handler = logging.StreamHandler(sys.stderr)  # as torch sets one up at import, on the terminal's stderr
+    lib.addHandler(handler)
+    lib.propagate = False
+    try:
+        with run_console(tmp_path, verbose=False):
+            lib.warning("No CUDA runtime is found, using CUDA_HOME='/usr/local'")
+        assert handler.stream is sys.stderr  # restored
+    finally:
+        lib.removeHandler(handler)
+    out, err = capsys.readouterr()
+    assert "No CUDA runtime" not in err and "noticed: no CUDA runtime: CPU" in out
+    assert "No CUDA runtime is found" in (tmp_path / "logs" / "train.log").read_text()
