@@ -15,6 +15,7 @@ from pathlib import Path
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from nemo_spatial.fileio import atomic_write
 from nemo_spatial.report.metrics import MetricSeries
@@ -137,6 +138,7 @@ def write_plots(metrics: MetricSeries, out_dir: Path, run_name: str = "") -> tup
             continue
         ax.set_title(f"{spec.title}{f' - {run_name}' if run_name else ''}")
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         path = out_dir / spec.name
         with atomic_write(path, "wb") as handle:
