@@ -84,12 +84,11 @@ class MetricsLogger:
                 self._tb.add_scalar(name, value, step)
         if self._wandb is not None:
             self._wandb.log(metrics, step=step)
+        notices = pending_notices()  # also without the bar: one line, and it names the log with the rest
+        if notices is not None:
+            get_console().print(Text(notices), soft_wrap=True)
         if self._progress is not None:
-            console = self._progress.console
-            notices = pending_notices()
-            if notices is not None:
-                console.print(Text(notices), soft_wrap=True)
-            console.print(Text(step_line(step, self._total_steps, metrics)), soft_wrap=True)
+            self._progress.console.print(Text(step_line(step, self._total_steps, metrics)), soft_wrap=True)
             reward = metrics.get("reward/overall/mean")
             self._progress.update(
                 self._task, completed=step, description="" if reward is None else f"reward {_short(reward)}"

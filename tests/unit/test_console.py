@@ -102,3 +102,18 @@ def test_a_library_handler_on_the_terminal_is_pointed_at_the_log(tmp_path, capsy
     out, err = capsys.readouterr()
     assert "No CUDA runtime" not in err and "noticed: no CUDA runtime: CPU" in out
     assert "No CUDA runtime is found" in (tmp_path / "logs" / "train.log").read_text()
+
+
+def test_the_metrics_logger_prints_the_noticed_line_then_one_line_per_step(tmp_path, capsys):
+    from nemo_spatial.logging_sinks import LoggingConfig, MetricsLogger
+
+    cfg = LoggingConfig(tensorboard=False, wandb_mode="disabled", progress_bar=True)
+    with run_console(tmp_path, verbose=False):
+        metrics = MetricsLogger(cfg, tmp_path, "unit", total_steps=2)
+        logging.getLogger("megatron.core.models").warning("Apex is not installed. Falling back to Torch Norm")
+        metrics.log(1, {"reward/overall/mean": 0.25, "timing/step_s": 2.0, "timing/generate_s": 1.5})
+        metrics.log(2, {"reward/overall/mean": 0.5, "timing/step_s": 1.0})
+        metrics.close()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("noticed: Apex not installed: torch norms; full log: ")
+    assert "step 1/2 reward 0.250 | 2.0 s: gen 1.5" in lines and "step 2/2 reward 0.500 | 1.0 s" in lines
