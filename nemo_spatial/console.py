@@ -162,6 +162,11 @@ class _LogStream(io.TextIOBase):
     def isatty(self) -> bool:
         return False
 
+    def fileno(self) -> int:
+        # Code that writes to the descriptor itself (faulthandler, subprocesses) gets the terminal's: a crash
+        # report from C must reach the person, and such output never passed through Python anyway.
+        return self.real.fileno()
+
     @property
     def encoding(self) -> str:  # type: ignore[override]  # io.TextIOBase declares it read-only
         return "utf-8"

@@ -117,3 +117,19 @@ def test_the_metrics_logger_prints_the_noticed_line_then_one_line_per_step(tmp_p
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("noticed: Apex not installed: torch norms; full log: ")
     assert "step 1/2 reward 0.250 | 2.0 s: gen 1.5" in lines and "step 2/2 reward 0.500 | 1.0 s" in lines
+
+
+def test_the_log_streams_hand_out_the_real_descriptor(tmp_path):
+    import io
+
+    class Terminal(io.StringIO):
+        def fileno(self) -> int:
+            return 2
+
+    saved = sys.stderr
+    sys.stderr = Terminal()
+    try:
+        with run_console(tmp_path, verbose=False):
+            assert sys.stderr.fileno() == 2  # what faulthandler.enable() and subprocess ask for
+    finally:
+        sys.stderr = saved
