@@ -66,6 +66,10 @@ class Policy(Protocol):
 
     def load_checkpoint(self, path: str) -> dict[str, Any]: ...
 
+    def export_hf(self, checkpoint: str) -> str:
+        """Write a Hugging Face model of the current weights beside the run (`<run>/hf/step_N`); returns its path."""
+        ...
+
 
 class Prompt(Protocol):
     """A model-ready prompt (data.PromptSample): what generation, the policy batch and the reward read."""

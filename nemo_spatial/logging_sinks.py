@@ -6,7 +6,8 @@ run logs (the trainer gives the others a disabled logger). Sinks:
 - TensorBoard: `torch.utils.tensorboard.SummaryWriter` under `tensorboard/`.
 - W&B: `wandb.init(mode=...)`; `offline` (the default) writes under `wandb/` with no network, to be
   synced later with `wandb sync`; `online` needs a key; `disabled` turns it off.
-- Console: a rich progress bar over the run's steps with the headline metrics.
+- Console: a rich progress bar over the run's steps and, above it, one line per step with the numbers that
+  matter (`nemo_spatial.console.step_line`) and what third-party output was noticed since the last line.
 Non-finite values are logged as they are (JSONL writes NaN/Infinity) so a diverging run stays visible.
 """
 
@@ -19,12 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.text import Text
+
+from nemo_spatial.console import STEP_LINE_KEYS, get_console, pending_notices, step_line
 from nemo_spatial.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 WANDB_MODES = ("offline", "online", "disabled")
-CONSOLE_KEYS = ("reward/overall/mean", "actor/kl_mean", "actor/grad_norm", "timing/step_s")
+CONSOLE_KEYS = STEP_LINE_KEYS  # what the console shows each step
 
 
 @dataclass
@@ -54,6 +58,7 @@ class MetricsLogger:
         self._wandb: Any = None
         self._progress: Any = None
         self._task: Any = None
+        self._total_steps = total_steps
         if not enabled:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -79,13 +84,15 @@ class MetricsLogger:
                 self._tb.add_scalar(name, value, step)
         if self._wandb is not None:
             self._wandb.log(metrics, step=step)
+        notices = pending_notices()  # also without the bar: one line, and it names the log with the rest
+        if notices is not None:
+            get_console().print(Text(notices), soft_wrap=True)
         if self._progress is not None:
-            shown = "  ".join(
-                f"{key.split('/')[-2] if key.count('/') > 1 else key.split('/')[-1]}={_short(metrics[key])}"
-                for key in CONSOLE_KEYS
-                if key in metrics
+            self._progress.console.print(Text(step_line(step, self._total_steps, metrics)), soft_wrap=True)
+            reward = metrics.get("reward/overall/mean")
+            self._progress.update(
+                self._task, completed=step, description="" if reward is None else f"reward {_short(reward)}"
             )
-            self._progress.update(self._task, completed=step, description=shown)
 
     def resumed_at(self, step: int) -> None:
         """A run resumed from the checkpoint of `step`: forget what the interrupted run logged after it.
@@ -154,8 +161,17 @@ def _start_wandb(cfg: LoggingConfig, run_dir: Path, run_name: str) -> Any:
 def _start_progress(total_steps: int) -> tuple[Any, Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    # The run's console (nemo_spatial.console), and no redirection of stdout/stderr: library output that
+    # the console routes to the log file must not be pulled back onto the screen by the live display.
     progress = Progress(
-        TextColumn("step"), MofNCompleteColumn(), BarColumn(), TimeRemainingColumn(), TextColumn("{task.description}")
+        TextColumn("step"),
+        MofNCompleteColumn(),
+        BarColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.description}"),
+        console=get_console(),
+        redirect_stdout=False,
+        redirect_stderr=False,
     )
     task = progress.add_task("", total=total_steps)
     progress.start()

@@ -16,7 +16,9 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from nemo_spatial.cli import add_verbose_flag, verbose_requested
 from nemo_spatial.config import Config, load_config, to_yaml, write_run_metadata
+from nemo_spatial.console import run_console
 
 logger = logging.getLogger("nemo_spatial.train")
 
@@ -26,8 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="YAML under conf/ (recipes/ or debug/)")
     parser.add_argument("--nproc", type=int, default=1, help="local processes when not under torchrun/srun")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    verbose = args.verbose or verbose_requested([])
     cfg = load_config(args.config, args.overrides)
     if "RANK" in os.environ or args.nproc == 1:
         os.environ.setdefault("RANK", "0")
@@ -38,21 +41,23 @@ def main(argv: list[str] | None = None) -> int:
             from nemo_spatial.net import free_port
 
             os.environ["MASTER_PORT"] = str(free_port())
-        run(cfg)
+        with run_console(cfg.run_dir, verbose, rank=int(os.environ["RANK"])):
+            run(cfg)
         return 0
     from nemo_spatial.parallel.launch import spawn
 
-    spawn(_spawned_worker, nprocs=args.nproc, args=(to_yaml(cfg),))
+    spawn(_spawned_worker, nprocs=args.nproc, args=(to_yaml(cfg), verbose))
     return 0
 
 
-def _spawned_worker(rank: int, cfg_yaml: str) -> None:
+def _spawned_worker(rank: int, cfg_yaml: str, verbose: bool = False) -> None:
     from omegaconf import OmegaConf
 
     from nemo_spatial.config import build
 
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s")
-    run(build(Config, [OmegaConf.create(cfg_yaml)]))  # type: ignore[list-item]
+    cfg = build(Config, [OmegaConf.create(cfg_yaml)])  # type: ignore[list-item]
+    with run_console(cfg.run_dir, verbose, rank=rank):
+        run(cfg)
 
 
 def run(cfg: Config) -> None:
@@ -60,6 +65,7 @@ def run(cfg: Config) -> None:
     from nemo_spatial.data import PromptStream
     from nemo_spatial.logging_sinks import MetricsLogger
     from nemo_spatial.parallel import cpu_compat
+    from nemo_spatial.report import finish_run
     from nemo_spatial.trainer import Trainer
 
     cpu_compat.activate(cfg.parallel)  # the CPU mode (gloo, no GPU), before any component is built
@@ -84,6 +90,7 @@ def run(cfg: Config) -> None:
         trainer.fit()
     if driver:
         logger.info("done: %d steps; outputs in %s", trainer.step, Path(run_dir).resolve())
+        finish_run(run_dir)  # plots, rollout pages, report.md and its table on the console
 
 
 def _driver_services(cfg: Config, model_dir: str, run_dir: Path, stack: ExitStack) -> tuple[Any, Any, Any]:

@@ -243,16 +243,34 @@ def object_score(
     deadline: float | None = None,
 ) -> float:
     """Sum of mciou (at least 0 each unless `upstream_exact`) over Hungarian-matched ground-truth objects / their
-    number (1.0 if none). Only the first MAX_MATCHED_OBJECTS predicted objects are matched.
-
-    The cost matrix is built from Python floats, with numpy's float64 operations in numpy's order, so it is the
-    matrix upstream hands the solver bit for bit; building it with numpy cost more than the arithmetic on the
-    usual 2-6 x 2-6 matrices.
-    """
+    number (1.0 if none). Only the first MAX_MATCHED_OBJECTS predicted objects are matched."""
     if not gt.boxes:
         return 1.0
-    if not pred_objects:
-        return 0.0  # every ground-truth object is assigned to padding
+    per_gt = [0.0] * len(gt.boxes)
+    for gt_index, _, score in match_objects(gt, pred_objects, width, height, similarity, upstream_exact, deadline):
+        per_gt[gt_index] = score
+    return sum(per_gt) / len(gt.boxes)
+
+
+def match_objects(
+    gt: GroundTruth,
+    pred_objects: list[dict[str, Any]],
+    width: int,
+    height: int,
+    similarity: LabelSimilarity,
+    upstream_exact: bool = False,
+    deadline: float | None = None,
+) -> list[tuple[int, int, float]]:
+    """The spatial term's Hungarian assignment: (ground-truth index, predicted index, mciou) per pair, the mciou
+    floored at 0 unless `upstream_exact`. Only the first MAX_MATCHED_OBJECTS predicted objects are matched.
+
+    A ground-truth object assigned to padding (more ground truth than predictions) has no pair. The cost matrix
+    is built from Python floats, with numpy's float64 operations in numpy's order, so it is the matrix upstream
+    hands the solver bit for bit; building it with numpy cost more than the arithmetic on the usual 2-6 x 2-6
+    matrices. Also used by the rollout viewer (nemo_spatial.report) to draw the pairs.
+    """
+    if not gt.boxes or not pred_objects:
+        return []  # with predictions absent, every ground-truth object is assigned to padding
     pred_objects = pred_objects[:MAX_MATCHED_OBJECTS]
     scale_x, scale_y = 1.0 / width, 1.0 / height
     gt_boxes = [_scaled(box, scale_x, scale_y) for box in gt.boxes]
@@ -271,11 +289,12 @@ def object_score(
         check_deadline(deadline, "the label similarities")
     n_gt = len(gt_boxes)
     cost.extend([PADDING_COST] * n_gt for _ in range(n_gt - len(cost)))  # at least G rows
-    per_gt = [0.0] * n_gt
-    for row, col in zip(*linear_sum_assignment(np.array(cost, dtype=np.float64)), strict=True):
-        if row < len(mciou):
-            per_gt[col] = mciou[row][col] if upstream_exact else max(0.0, mciou[row][col])
-    return sum(per_gt) / n_gt
+    rows, cols = linear_sum_assignment(np.array(cost, dtype=np.float64))
+    return [
+        (int(col), int(row), mciou[row][col] if upstream_exact else max(0.0, mciou[row][col]))
+        for row, col in zip(rows, cols, strict=True)
+        if row < len(mciou)
+    ]
 
 
 def _ground_truth_box(obj: object) -> Box:
