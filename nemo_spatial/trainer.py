@@ -52,6 +52,7 @@ from nemo_spatial.preemption import PreemptionFlag
 from nemo_spatial.reward import COMPONENTS, BatchResult, RewardSample
 from nemo_spatial.reward.parsing import parse_scene
 from nemo_spatial.rollouts import build_policy_batch, keep_complete_groups, trainable_group_count
+from nemo_spatial.upstream import with_upstream_weights
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,8 @@ class Trainer:
         """Train to `total_steps`, resuming from the latest checkpoint when there is one."""
         tc = self.cfg.trainer
         self._resume()
+        if self.step == 0 and self.cfg.policy.init_checkpoint:
+            self._sync_weights()  # the generator loaded policy.hf_path; give it policy.init_checkpoint's weights
         flag = PreemptionFlag().install()
         try:
             if tc.val_before_train and self.validates:
@@ -179,7 +182,9 @@ class Trainer:
         with timer("update"):
             for _ in range(self.cfg.trainer.ppo_epochs):
                 for rows in minibatch_rows(len(prompts), n, self.cfg.trainer.prompts_per_update):
-                    updates.append(self.policy.train_step(batch.select(rows), self._loss))
+                    updates.append(
+                        self.policy.train_step(with_upstream_weights(batch.select(rows), self.cfg), self._loss)
+                    )
         with timer("sync"):
             sync = self._sync_weights()
         metrics = {_prefixed("actor/", name): value for name, value in combine_update_metrics(updates).items()}
@@ -205,6 +210,7 @@ class Trainer:
         *,
         scale: Any,
         rollout_log_probs: torch.Tensor | None = None,
+        upstream_loss_weights: torch.Tensor | None = None,
         **_: Any,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         out = actor_loss(
@@ -216,6 +222,7 @@ class Trainer:
             ref_log_probs=ref_logprobs,
             rollout_log_probs=rollout_log_probs,
             scale=scale,
+            row_weights=upstream_loss_weights,
         )
         return out.loss, out.metrics()
 
