@@ -7,7 +7,8 @@ prompt + target in one row with the target marked as the trained tokens; `policy
 `sft_loss` (token-mean over the global batch) and one optimizer step (AdamW with the policy's warm-up and decay,
 `policy.optimizer.lr_*`). Every `sft.val_every` steps: the validation loss (the same loss, no gradient) and,
 with `sft.val_reward`, the validation reward: the weights go to the generation server, which samples one
-response per validation prompt (`generation.val_sampling`), scored by the configured reward (`val/reward/*`).
+response per validation prompt (`generation.val_sampling`), scored by the configured reward (`val/reward/*`;
+the first 8 responses with their rewards in `<run dir>/validation/step_N.jsonl`).
 Checkpoints, resume and preemption are the GRPO trainer's (nemo_spatial/checkpoint.py): a checkpoint every
 `sft.save_every` steps, at the end, and on SIGTERM/SIGUSR1; a restarted run continues from `latest`.
 A sample whose ground truth is not a scene graph + answer, or whose prompt + target exceed
@@ -16,6 +17,7 @@ A sample whose ground truth is not a scene graph + answer, or whose prompt + tar
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ from nemo_spatial.checkpoint import (
     save_checkpoint,
 )
 from nemo_spatial.data.sft_target import TargetError, sft_target
+from nemo_spatial.fileio import atomic_write_text
 from nemo_spatial.generation.types import GenerationRequest
 from nemo_spatial.logging_sinks import MetricsLogger
 from nemo_spatial.preemption import PreemptionFlag
@@ -218,7 +221,19 @@ class SFTTrainer:
             RewardSample(self.decode(r.token_ids), samples[i // n].ground_truth, samples[i // n].problem)
             for i, r in enumerate(rollouts)
         ]
-        return reward_metrics(self.reward.score_batch(scored), "val/reward")
+        result = self.reward.score_batch(scored)
+        self._save_samples(scored, result)
+        return reward_metrics(result, "val/reward")
+
+    def _save_samples(self, scored: list[RewardSample], result: Any, keep: int = 8) -> None:
+        """validation/step_N.jsonl: the first `keep` responses with their ground truth and reward, for a person."""
+        lines = [
+            json.dumps({"response": s.response, "ground_truth": s.ground_truth, "reward": r.components()})
+            for s, r in zip(scored[:keep], result.results[:keep], strict=True)
+        ]
+        folder = self.run_dir / "validation"
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / f"step_{self.step:06d}.jsonl", "\n".join(lines) + "\n")
 
     def _sync_weights(self) -> dict[str, float]:
         """Every rank walks the (collective) weight export; the driver streams it to the generator."""
