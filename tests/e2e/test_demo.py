@@ -2,9 +2,9 @@
 SpatialThinker-recipe GRPO from its checkpoint (policy.init_checkpoint).
 
 Margins from one measured run of these configs on the contended 2-core machine (README, Quick start): SFT
-validation loss 7.65 -> 0.76, every validation response opens with <observe> (8 of 8), format 1/16 at step 120;
-GRPO from it: format > 0 in 9 of 14 steps (a random model: 0 in every step, as `conf/debug/tiny_cpu.yaml`
-shows), no measured rise of the format reward within 14 steps (so none is asserted here).
+validation loss 7.65 -> 0.79, validation format reward 0 -> 0.375 at step 160 (0.06 at step 120), every
+validation response opens with <observe>; GRPO from the step-120 warm start: format > 0 in 9 of 14 steps (a
+random model: 0 in every step), no measured rise within 14 steps (so no rise is asserted here).
 """
 
 from __future__ import annotations
@@ -36,11 +36,12 @@ def test_sft_warm_start_learns_the_format_and_grpo_starts_from_it(tiny_model_dir
     _run("nemo_spatial.sft", "conf/debug/tiny_cpu_sft.yaml", model, f"run.output_dir={tmp_path}")
     sft = _metrics(tmp_path / "tiny-cpu-sft")
     validations = [m for m in sft if "val/sft_loss" in m]
-    assert [m["step"] for m in validations] == [0, 40, 80, 120]
+    assert [m["step"] for m in validations] == [0, 40, 80, 120, 160]
     assert validations[0]["val/reward/format/mean"] == 0.0 and validations[0]["val/sft_loss"] > 7.0  # random
-    assert validations[-1]["val/sft_loss"] < 1.2  # measured 0.76
+    assert validations[-1]["val/sft_loss"] < 1.2  # measured 0.79
+    assert validations[-1]["val/reward/format/mean"] >= 0.125  # measured 0.375 (6 of 16)
     responses = [
-        json.loads(line)["response"] for line in (tmp_path / "tiny-cpu-sft/validation/step_000120.jsonl").open()
+        json.loads(line)["response"] for line in (tmp_path / "tiny-cpu-sft/validation/step_000160.jsonl").open()
     ]
     assert len(responses) == 8 and all(r.startswith("<observe>") for r in responses)
 
@@ -51,4 +52,4 @@ def test_sft_warm_start_learns_the_format_and_grpo_starts_from_it(tiny_model_dir
     # The generator samples from the SFT weights (synced before the first rollout), not from policy.hf_path's.
     sample = json.loads((tmp_path / "tiny-cpu-demo/rollouts/step_000010/rollouts.json").read_text())
     assert all(s["response"].startswith("<observe") for s in sample["samples"])
-    assert sum(m["reward/format/mean"] > 0 for m in grpo) >= 4  # measured 9 of 14 steps
+    assert sum(m["reward/format/mean"] > 0 for m in grpo) >= 4  # measured 9 of 14 from a weaker warm start
