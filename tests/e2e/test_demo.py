@@ -3,8 +3,9 @@ SpatialThinker-recipe GRPO from its checkpoint (policy.init_checkpoint).
 
 Margins from one measured run of these configs on the contended 2-core machine (README, Quick start): SFT
 validation loss 7.65 -> 0.79, validation format reward 0 -> 0.375 at step 160 (0.06 at step 120), every
-validation response opens with <observe>; GRPO from the step-120 warm start: format > 0 in 9 of 14 steps (a
-random model: 0 in every step), no measured rise within 14 steps (so no rise is asserted here).
+validation response opens with <observe>; GRPO from the step-160 warm start: training format > 0 in 12 of
+20 steps (a random model: 0 in every step), 0.01 (steps 1-5) -> 0.07 (16-20): within one run's noise, so no
+rise is asserted here.
 """
 
 from __future__ import annotations
@@ -52,4 +53,4 @@ def test_sft_warm_start_learns_the_format_and_grpo_starts_from_it(tiny_model_dir
     # The generator samples from the SFT weights (synced before the first rollout), not from policy.hf_path's.
     sample = json.loads((tmp_path / "tiny-cpu-demo/rollouts/step_000010/rollouts.json").read_text())
     assert all(s["response"].startswith("<observe") for s in sample["samples"])
-    assert sum(m["reward/format/mean"] > 0 for m in grpo) >= 4  # measured 9 of 14 from a weaker warm start
+    assert sum(m["reward/format/mean"] > 0 for m in grpo) >= 4  # measured 12 of 20
