@@ -10,11 +10,13 @@ setup:
 
 TINY_MODEL := outputs/tiny-qwen25-vl
 
-# The main job on CPU: a short SpatialThinker-recipe GRPO run of the tiny offline Qwen2.5-VL on synthetic
-# STVQA-format data (Megatron policy over gloo, vLLM CPU server, weight sync every step), from scratch.
+# The main job on CPU, the whole method on the tiny offline Qwen2.5-VL and synthetic STVQA-format data:
+# an SFT warm start (it learns the answer format), then SpatialThinker-recipe GRPO from it (Megatron policy
+# over gloo, vLLM CPU server, weight sync every step, the scene-graph reward), each printing its rewards.
 demo: setup $(TINY_MODEL)/config.json
-	rm -rf outputs/tiny-cpu
-	$(PY) -m nemo_spatial.train --config conf/debug/tiny_cpu.yaml
+	rm -rf outputs/tiny-cpu-sft outputs/tiny-cpu-demo
+	$(PY) -m nemo_spatial.sft --config conf/debug/tiny_cpu_sft.yaml
+	$(PY) -m nemo_spatial.train --config conf/debug/tiny_cpu_demo.yaml
 
 $(TINY_MODEL)/config.json: | setup
 	$(PY) -m nemo_spatial.models.tiny --out $(TINY_MODEL)

@@ -14,6 +14,7 @@ longest row S:
                                     GRPO group share their prompt's image: it is held once, not n times.
     advantages       (B, S) or (B,), old_logprobs / ref_logprobs / rollout_log_probs (B, S): training inputs,
                      optional; rollout_log_probs are the sampler's (vLLM's) log-probs of the sampled tokens.
+    loss_weights     (B,) float     per-sample loss weights (upstream-microbatch-mean; nemo_spatial.upstream), optional
 
 Micro-batches (`make_micro_batches`) carry their samples' images expanded in sample order (`image_index`
 identity), as the model's forward takes them: a copy of at most micro_batch_size images at a time.
@@ -52,6 +53,7 @@ class PolicyBatch:
     old_logprobs: torch.Tensor | None = None
     ref_logprobs: torch.Tensor | None = None
     rollout_log_probs: torch.Tensor | None = None
+    loss_weights: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.input_ids.dim() != 2:
@@ -67,6 +69,8 @@ class PolicyBatch:
             raise ValueError("response_mask marks padding tokens (attention_mask is False there)")
         if bool(self.response_mask[:, 0].any()):
             raise ValueError("response_mask marks position 0, which has no preceding token to predict it from")
+        if self.loss_weights is not None and tuple(self.loss_weights.shape) != shape[:1]:
+            raise ValueError(f"loss_weights must be (B,) with B={shape[0]}; got {tuple(self.loss_weights.shape)}")
         if self.advantages is not None and self.advantages.shape[0] != shape[0]:
             raise ValueError(f"advantages must be (B,) or (B, S) with B={shape[0]}")
         self._check_images()
@@ -130,6 +134,8 @@ class PolicyBatch:
         if self.advantages is not None:
             advantages = self.advantages[index]
             out["advantages"] = _fit_columns(advantages, length) if advantages.dim() == 2 else advantages
+        if self.loss_weights is not None:
+            out["loss_weights"] = self.loss_weights[index]
         if self.pixel_values is not None:
             out.update(self._images_of(index, expand=False))
         return replace(self, **out)

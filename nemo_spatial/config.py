@@ -69,9 +69,13 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    upstream_exact: bool = False  # every upstream-exact switch at once (nemo_spatial/upstream.py)
 
     def __post_init__(self) -> None:
         """Checks that span components (each component checks its own values)."""
+        from nemo_spatial.upstream import apply_upstream_exact
+
+        apply_upstream_exact(self)
         per_update = self.trainer.prompts_per_update * self.generation.sampling.n
         if per_update % self.policy.micro_batch_size:
             raise ConfigError(

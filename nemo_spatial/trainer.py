@@ -88,6 +88,7 @@ from nemo_spatial.rollouts import (
     rank_rows,
     trainable_group_count,
 )
+from nemo_spatial.upstream import upstream_loss_weights
 
 __all__ = ["DriverFailedError", "PhaseTimer", "Trainer", "any_rank", "minibatch_rows", "run_on_driver"]
 
@@ -144,6 +145,10 @@ class Trainer:
         """Train to `total_steps`, resuming from the latest checkpoint when there is one."""
         tc = self.cfg.trainer
         self._resume()
+        if self.step == 0 and self.cfg.policy.init_checkpoint:
+            # The policy holds policy.init_checkpoint's weights, the generator policy.hf_path's (version 0): one
+            # weight version apart, so the first step's refit pushes them.
+            self.version = max(self.version, 1)
         flag = PreemptionFlag().install()
         try:
             if tc.val_before_train and self.validates:
@@ -227,6 +232,9 @@ class Trainer:
         with timer("scatter_prompts"):
             own = self.collectives.scatter_from_driver(self._prompts_of_ranks(prompts, minibatches, n))
         batch = build_policy_batch(own, rollouts, n, advantages, self.pad_id, rows)
+        weights = upstream_loss_weights([len(r.token_ids) for r in rollouts], minibatches, self.cfg)
+        if weights is not None:  # upstream-microbatch-mean: each row's weight from its whole optimizer step
+            batch.loss_weights = weights[rows]
         with timer("old_logprobs"):
             batch.old_logprobs, _ = self.policy.compute_logprobs(batch)
         if self.cfg.algorithm.kl_coef > 0:
@@ -278,6 +286,7 @@ class Trainer:
             ref_log_probs=batch.ref_logprobs,
             rollout_log_probs=batch.rollout_log_probs,
             scale=scale,
+            row_weights=batch.loss_weights,
         )
         return out.loss, out.metrics()
 

@@ -6,6 +6,12 @@ that have at least one valid token, and L a fixed length:
 - "seq-mean-token-mean":                     mean_{i in S} (sum_t m v / sum_t m)
 - "seq-mean-token-sum":                      mean_{i in S} (sum_t m v)
 - "seq-mean-token-sum-norm" (Dr.GRPO):       sum_{i,t} m v / (|S| * L)
+- "upstream-microbatch-mean" (upstream's actual weighting): the mini-batch's sequences, IN ORDER, in groups
+  g of U (`algorithm.upstream_microbatch_size`, upstream 4 per GPU), and the mean over the G groups of each
+  group's token mean:  (1/G) sum_g (sum_{i in g,t} m v / sum_{i in g,t} m)  =  sum_{i,t} w_i m v  with the
+  per-sequence weight w_i = 1 / (G * tokens of i's group) (`upstream_microbatch_weights`). The weights are
+  computed once on the whole mini-batch and carried with each sequence (`LossScale.row_weights`, the rows
+  of the micro-batch at hand), so the value does not depend on this run's micro-batching or layout.
 
 Global normalisation. A global batch is processed as several micro-batches whose gradients are accumulated.
 Normalising each micro-batch by its own token count and averaging the micro-batch losses weights a token of
@@ -16,9 +22,13 @@ in one piece: 1 micro-batch of 4 sequences == 4 micro-batches of 1 (tested). Und
 counts must cover every rank's micro-batches; if the gradient reduction averages over ranks (Megatron's
 default), multiply the loss by the data-parallel size to keep the sum.
 
-Departure from upstream: upstream EasyR1 normalises each micro-batch by its own tokens (no LossScale); passing
-no LossScale reproduces that. Sequences without any valid token are left out of the sequence count (verl does
-the same); they contribute 0 to every mode.
+Departure from upstream: upstream EasyR1 normalises each micro-batch of U sequences by its own tokens and
+averages the micro-batch losses (over gradient accumulation and FSDP ranks), so a token of a short micro-batch
+weighs more than one of a long micro-batch; "token-mean" with a global LossScale (the default) weighs every
+token of the mini-batch alike. "upstream-microbatch-mean" restores upstream's weighting exactly, with the
+groups upstream would have formed (contiguous DP shares of the mini-batch, micro-batches of U in order).
+Sequences without any valid token are left out of the sequence count (verl does the same); they contribute 0
+to every mode.
 """
 
 from __future__ import annotations
@@ -38,6 +48,8 @@ class LossScale:
     num_tokens: float | None = None  # valid tokens in the global batch (token-mean)
     num_seqs: float | None = None  # sequences with >= 1 valid token in the global batch (seq-mean-*)
     norm_length: int | None = None  # the constant L of seq-mean-token-sum-norm (Dr.GRPO: max response length)
+    # upstream-microbatch-mean: this micro-batch's rows' weights w_i (B,), from `upstream_microbatch_weights`
+    row_weights: torch.Tensor | None = None
 
     @classmethod
     def for_global_batch(cls, response_masks: Iterable[torch.Tensor], norm_length: int | None = None) -> LossScale:
@@ -94,6 +106,32 @@ def seq_mean_token_sum_norm(values: torch.Tensor, mask: torch.Tensor, scale: Los
             f"got {scale.norm_length}"
         )
     return masked_sum(values, mask) / (_num_seqs(mask, scale) * scale.norm_length)
+
+
+@LOSS_AGGREGATIONS.register("upstream-microbatch-mean")
+def upstream_microbatch_mean(values: torch.Tensor, mask: torch.Tensor, scale: LossScale) -> torch.Tensor:
+    """sum_{i,t} w_i m v with w = scale.row_weights (B,) (required; see the module docstring). (B, T) -> ()."""
+    if scale.row_weights is None or scale.row_weights.shape != (values.shape[0],):
+        raise ValueError(
+            "upstream-microbatch-mean needs LossScale.row_weights of shape (B,) = "
+            f"({values.shape[0]},): compute them with upstream_microbatch_weights on the whole mini-batch"
+        )
+    return masked_sum(values * scale.row_weights.to(values.dtype).unsqueeze(-1), mask)
+
+
+def upstream_microbatch_weights(response_mask: torch.Tensor, group_size: int) -> torch.Tensor:
+    """w_i = 1 / (G * valid tokens of i's group) for the mini-batch's rows (B, T) in order, groups of
+    `group_size` (the last may be smaller), G = the number of groups. A group without tokens gets weight 0
+    and still counts in G (upstream divides every micro-batch by the gradient-accumulation count). -> (B,)."""
+    if group_size < 1:
+        raise ValueError(f"upstream micro-batch size must be >= 1, got {group_size}")
+    rows = response_mask.shape[0]
+    tokens = response_mask.bool().sum(dim=-1).to(torch.float64)
+    groups = torch.arange(rows) // group_size
+    num_groups = int(groups.max()) + 1 if rows else 0
+    group_tokens = torch.zeros(num_groups, dtype=torch.float64).index_add_(0, groups, tokens)
+    per_row = group_tokens[groups]
+    return torch.where(per_row > 0, 1.0 / (num_groups * per_row.clamp(min=1.0)), torch.zeros_like(per_row))
 
 
 def masked_sum(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:

@@ -23,7 +23,9 @@ class AlgorithmConfig:
     clip_low: float = 0.2  # ratio clipped below at 1 - clip_low
     clip_high: float = 0.3  # ... and above at 1 + clip_high (asymmetric, "clip-higher")
     dual_clip: float | None = 3.0  # cap of -A * r for A < 0; null disables
-    loss_aggregation: str = "token-mean"  # token-mean | seq-mean-token-mean | seq-mean-token-sum | ...-sum-norm
+    # token-mean | seq-mean-token-mean | seq-mean-token-sum | seq-mean-token-sum-norm | upstream-microbatch-mean
+    loss_aggregation: str = "token-mean"
+    upstream_microbatch_size: int = 4  # upstream-microbatch-mean: sequences per upstream micro-batch (per GPU)
     loss_norm_length: int | None = None  # the constant L of seq-mean-token-sum-norm (e.g. the max response length)
     kl_coef: float = 0.01  # 0 disables the KL term (and the reference model's forward pass)
     kl_estimator: str = "low_var_kl"  # k1 | k2 | k3 (= low_var_kl)
@@ -47,6 +49,8 @@ class AlgorithmConfig:
             raise ConfigError(f"algorithm.kl_coef={self.kl_coef} must be >= 0 (upstream 0.01; 0 disables the KL)")
         if self.tis_cap < 1:
             raise ConfigError(f"algorithm.tis_cap={self.tis_cap} must be >= 1 (a cap below 1 shrinks every token)")
+        if self.upstream_microbatch_size < 1:
+            raise ConfigError(f"algorithm.upstream_microbatch_size={self.upstream_microbatch_size} must be >= 1")
         if self.loss_aggregation == "seq-mean-token-sum-norm" and not (self.loss_norm_length or 0) > 0:
             raise ConfigError(
                 f"algorithm.loss_aggregation=seq-mean-token-sum-norm needs algorithm.loss_norm_length > 0 "

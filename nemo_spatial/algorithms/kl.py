@@ -10,9 +10,12 @@ d = ref_log_probs - log_probs, each estimator maps (B, T) log-probs to a (B, T) 
 - "k3" ("low_var_kl"):  exp(d) - d - 1. Unbiased, >= 0, low variance; upstream SpatialThinker's choice. As a
                          loss its gradient (1 - pi_ref/pi) grad(log pi) estimates grad KL(pi_ref || pi), the
                          forward KL; that is what upstream optimises, and so do we.
-Clamping as upstream EasyR1: k3's d is clamped to [-20, 20] before exp (overflow) and k3 to [-10, 10]
-(one token the reference finds very unlikely would otherwise dominate the batch; beyond the clamp the token
-gets no KL gradient). k1 and k2 are not clamped (upstream neither).
+Clamping: k3 is clamped to [-10, 10] as upstream (one token the reference finds very unlikely would
+otherwise dominate the batch; beyond the clamp the token gets no KL gradient). Its d is also clamped to
+[-20, 20] before exp: that clamp is OURS (SpatialThinker's EasyR1 fork computes `kl.exp()` of the raw
+difference; later EasyR1 and verl added the same clamp). It changes nothing unless |d| > 20, where k3 is
+already past the [-10, 10] clamp, so the value is upstream's; only the overflow (inf, nan gradient) is gone.
+k1 and k2 are not clamped (upstream neither).
 
 `kl_loss` aggregates the estimate with the same aggregation as the policy loss (upstream: token-mean) and
 returns it WITHOUT the coefficient (upstream 0.01); the caller adds kl_coef * loss.

@@ -4,8 +4,11 @@
             + cfg.kl_coef * kl_loss(log_probs, ref_log_probs, mask, cfg.kl_estimator)
 with w = truncated_is_weights(old_log_probs, rollout_log_probs) when cfg.tis, both terms aggregated by
 cfg.loss_aggregation under the same LossScale (pass `LossScale.for_global_batch(...)` so that micro-batch
-losses sum to the global-batch loss). No entropy bonus (upstream has none). The mismatch metrics are computed
-whenever `rollout_log_probs` is given, TIS or not, so the trainer can log them every step.
+losses sum to the global-batch loss). Under "upstream-microbatch-mean" pass `row_weights`, this micro-batch's
+rows' `upstream_microbatch_weights` computed on the whole mini-batch (the trainer carries them in the batch
+as `PolicyBatch.loss_weights`); without them the batch given is taken to be the whole mini-batch.
+No entropy bonus (upstream has none). The mismatch metrics are computed whenever `rollout_log_probs` is
+given, TIS or not, so the trainer can log them every step.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from nemo_spatial.algorithms.aggregation import LossScale
+from nemo_spatial.algorithms.aggregation import LossScale, upstream_microbatch_weights
 from nemo_spatial.algorithms.config import AlgorithmConfig
 from nemo_spatial.algorithms.kl import KLOutput, kl_loss
 from nemo_spatial.algorithms.policy_loss import POLICY_LOSSES, PolicyLossOutput
@@ -68,6 +71,7 @@ def actor_loss(
     ref_log_probs: torch.Tensor | None = None,
     rollout_log_probs: torch.Tensor | None = None,
     scale: LossScale | None = None,
+    row_weights: torch.Tensor | None = None,
 ) -> ActorLossOutput:
     """Loss and metrics of a micro-batch; all tensors (B, T) (advantages may be (B,)); see the module docstring."""
     if cfg.kl_coef > 0 and ref_log_probs is None:
@@ -77,6 +81,14 @@ def actor_loss(
     scale = scale or LossScale()
     if scale.norm_length is None and cfg.loss_norm_length is not None:
         scale = replace(scale, norm_length=cfg.loss_norm_length)
+    if cfg.loss_aggregation == "upstream-microbatch-mean":
+        # Without the mini-batch's weights, this batch is taken to be the whole mini-batch.
+        weights = (
+            row_weights
+            if row_weights is not None
+            else upstream_microbatch_weights(response_mask, cfg.upstream_microbatch_size)
+        )
+        scale = replace(scale, row_weights=weights)
 
     mismatch = is_weights = None
     if rollout_log_probs is not None:

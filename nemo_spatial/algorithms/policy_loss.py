@@ -11,8 +11,11 @@ Upstream values: clip_low 0.2, clip_high 0.3, dual_clip 3.0. dual_clip=None turn
 Why dual clip: for A < 0 the PPO objective is unbounded in r (a token whose probability rose a lot gets an
 ever larger push down); capping at -c*A bounds that gradient. It binds exactly where A < 0 and r > c.
 
-Numerics and departures: the log-ratio is clamped to [-20, 20] before exp, as upstream, so one token with
-a wild ratio yields a finite loss and gradient. Inputs are upcast to at least float32; padded positions are zeroed
+Numerics and departures: the log-ratio is clamped to [-20, 20] before exp, so one token with a wild ratio
+yields a finite loss and gradient. This clamp is OURS: SpatialThinker's EasyR1 fork computes
+`ratio = torch.exp(log_probs - old_log_probs)` unclamped (its comment mentions a clamp, its code has none; later
+EasyR1 and verl added the same [-20, 20] clamp). It changes nothing unless |log r| > 20, where upstream's loss
+overflows to inf/nan. Inputs are upcast to at least float32; padded positions are zeroed
 before any arithmetic, so -inf/nan log-probs there produce neither a nan loss nor a nan gradient (upstream
 multiplies by the mask after the fact, which lets nan through). Upstream clips via exp(clamp(log r)); we clamp
 r itself, which is the same value and gradient.
@@ -21,6 +24,9 @@ Metrics (registry `POLICY_LOSSES` functions return them; masked means over this 
 clip_frac_high (A > 0 and r > 1 + clip_high: no gradient, the update is done), clip_frac_low (A < 0 and
 r < 1 - clip_low), dual_clip_frac (A < 0 and r > dual_clip), ppo_kl = mean(old_log_probs - log_probs)
 (k1 estimate of KL(pi_old || pi), upstream's "ppo_kl"), ratio_mean, ratio_max.
+Under upstream's names as well (logged both ways): pg_clipfrac_higher = clip_frac_high + clip_frac_low
+(upstream's `pg_loss < pg_loss2`: the PPO clip binds, on either side) and pg_clipfrac_lower = dual_clip_frac
+(upstream's `(max(pg_loss, pg_loss2) > pg_loss3) & (A < 0)`: the dual clip binds).
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ class PolicyLossMetrics:
     ratio_mean: torch.Tensor
     ratio_max: torch.Tensor
     num_tokens: torch.Tensor
+    pg_clipfrac_higher: torch.Tensor  # upstream's name: clip_frac_high + clip_frac_low
+    pg_clipfrac_lower: torch.Tensor  # upstream's name: dual_clip_frac
 
     def to_dict(self, prefix: str = "actor/") -> dict[str, float]:
         return {f"{prefix}{name}": float(value) for name, value in asdict(self).items()}
@@ -113,14 +121,19 @@ def _metrics(
     low, high, dual = bounds
     positive, negative = advantages > 0, advantages < 0
     valid_ratio = torch.where(mask, ratio, torch.zeros_like(ratio))
+    clip_frac_low = masked_mean((negative & (ratio < low)).float(), mask)
+    clip_frac_high = masked_mean((positive & (ratio > high)).float(), mask)
+    dual_clip_frac = masked_mean((negative & (ratio > dual)).float(), mask)
     return PolicyLossMetrics(
-        clip_frac_low=masked_mean((negative & (ratio < low)).float(), mask),
-        clip_frac_high=masked_mean((positive & (ratio > high)).float(), mask),
-        dual_clip_frac=masked_mean((negative & (ratio > dual)).float(), mask),
+        clip_frac_low=clip_frac_low,
+        clip_frac_high=clip_frac_high,
+        dual_clip_frac=dual_clip_frac,
         ppo_kl=masked_mean(-log_ratio, mask),
         ratio_mean=masked_mean(ratio, mask),
         ratio_max=valid_ratio.max() if valid_ratio.numel() else valid_ratio.new_zeros(()),
         num_tokens=mask.sum(),
+        pg_clipfrac_higher=clip_frac_high + clip_frac_low,
+        pg_clipfrac_lower=dual_clip_frac,
     )
 
 

@@ -1,7 +1,9 @@
 """Synthetic STVQA-format data: rendered shapes, their scene graph, and questions decidable from the image.
 
-    python -m nemo_spatial.data.synth --out DIR --n 64 [--n-val 8] [--seed 0]
+    python -m nemo_spatial.data.synth --out DIR --n 64 [--n-val 8] [--seed 0] [--sft-targets]
     -> DIR/train-00000-of-00001.parquet, DIR/val-00000-of-00001.parquet (STVQA-7K's 15 columns)
+       and with --sft-targets DIR/{train,val}-sft.jsonl: each row's perfect response (data/sft_target.py), the
+       text `python -m nemo_spatial.sft` trains on (it builds the same text from the ground truth itself)
 
 What it computes: row i of a split draws a scene from `numpy.random.default_rng([seed, split_id, i])`
 (synth_scene.py), asks one question of category `CATEGORIES[i % 9]` (STVQA's nine, so the categories are
@@ -38,6 +40,7 @@ import numpy as np
 
 from nemo_spatial.data.prompts import question_with_options, spatialthinker_problem
 from nemo_spatial.data.schema import CATEGORIES, STVQA_COLUMNS
+from nemo_spatial.data.sft_target import sft_target
 from nemo_spatial.data.synth_scene import (
     COLOURS,
     DIRECTIONS,
@@ -50,7 +53,7 @@ from nemo_spatial.data.synth_scene import (
     relation,
     relative_direction,
 )
-from nemo_spatial.fileio import staged_directory
+from nemo_spatial.fileio import atomic_write, staged_directory
 
 OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 LEVELS = {"orientation": "hard", "depth": "medium", "distance": "medium", "reach": "medium", "size": "medium"}
@@ -378,14 +381,20 @@ def ensure_synthetic(root: Path, split: str, rows: int, seed: int) -> Path:
 
 
 def oracle_response(ground_truth: str) -> str:
-    """A response in SpatialThinker's 4-tag format that restates the ground truth (reward 1.0)."""
-    scene = ground_truth.split("<scene>", 1)[1].split("</scene>", 1)[0]
-    answer = ground_truth.split("<answer>", 1)[1].split("</answer>", 1)[0]
-    return (
-        "<observe>The shapes the question names are visible.</observe>\n"
-        f"<scene>{scene}</scene>\n<think>Reading the boxes and relations of the scene graph.</think>\n"
-        f"<answer>{answer}</answer>"
-    )
+    """A response in SpatialThinker's 4-tag format that restates the ground truth (reward 1.0): the SFT target."""
+    return sft_target(ground_truth)
+
+
+def write_sft_targets(out_dir: Path, split: str, rows: int, seed: int) -> Path:
+    """out_dir/{split}-sft.jsonl: per row {"image_id", "problem", "ground_truth", "target"} (the SFT target)."""
+    path = out_dir / f"{split}-sft.jsonl"
+    with atomic_write(path) as handle:
+        for i in range(rows):
+            row = make_row(seed, split, i)
+            record = {"image_id": row["image_id"], "problem": row["problem"]}
+            record |= {"ground_truth": row["answer_option_text"], "target": sft_target(row["answer_option_text"])}
+            handle.write(json.dumps(record) + "\n")
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -394,11 +403,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, required=True, help="train rows")
     parser.add_argument("--n-val", type=int, default=None, help="val rows (default max(4, n // 8))")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--sft-targets", action="store_true", help="also write {split}-sft.jsonl: each row's perfect response"
+    )
     args = parser.parse_args(argv)
     if args.n < 1 or (args.n_val is not None and args.n_val < 1):
         parser.error("--n and --n-val must be >= 1")
     out = write_dataset(args.out, args.n, args.seed, args.n_val)
     print(f"wrote {out}/train-00000-of-00001.parquet and {out}/val-00000-of-00001.parquet")
+    if args.sft_targets:
+        for split, rows in (("train", args.n), ("val", default_val_rows(args.n) if args.n_val is None else args.n_val)):
+            print(f"wrote {write_sft_targets(out, split, rows, args.seed)}")
     return 0
 
 

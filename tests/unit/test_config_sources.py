@@ -15,6 +15,7 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from nemo_spatial.config import BASE_KEY, Config, _load_yaml_with_bases
+from nemo_spatial.sft_config import SFTConfig, SFTRunConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "conf" / "base.yaml"
@@ -56,6 +57,12 @@ def test_base_yaml_lists_every_schema_key_with_its_default() -> None:
     )
 
 
+def test_sft_yaml_lists_every_sft_key_with_its_default() -> None:
+    schema = flatten(OmegaConf.to_container(OmegaConf.structured(SFTConfig)), "sft.")
+    listed = yaml_leaves(BASE.parent / "sft.yaml")
+    assert listed == schema, f"conf/sft.yaml and SFTConfig differ: yaml {listed}, dataclass {schema}"
+
+
 def test_base_yaml_types_match_the_schema() -> None:
     """`1` where the schema has a float would pass the value test; keep the YAML's spelling of the type too."""
     schema, base = schema_defaults(), yaml_leaves(BASE)
@@ -73,9 +80,10 @@ def _merged_bases(path: Path) -> dict[str, Any]:
     assert isinstance(loaded, DictConfig)
     bases = loaded.get(BASE_KEY)
     names = [bases] if isinstance(bases, str) else list(bases or [])
-    # A base may extend another one: resolve each the way load_config does.
-    layers = [OmegaConf.structured(Config), *(_load_yaml_with_bases(path.parent / str(name)) for name in names)]
-    return flatten(OmegaConf.to_container(OmegaConf.merge(*layers)))
+    # A base may extend another one: resolve each the way load_config (or load_sft_config) does.
+    bases_loaded = [_load_yaml_with_bases(path.parent / str(name)) for name in names]
+    schema = SFTRunConfig if any("sft" in layer for layer in bases_loaded) else Config
+    return flatten(OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(schema), *bases_loaded)))
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda path: f"{path.parent.name}/{path.name}")

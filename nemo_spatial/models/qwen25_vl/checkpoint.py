@@ -165,6 +165,30 @@ def read_checkpoint_info(path: str | Path) -> dict[str, Any]:
     return json.loads(marker.read_text())  # type: ignore[no-any-return]
 
 
+def resolve_init_checkpoint(location: str | Path) -> Path:
+    """The policy checkpoint directory that `policy.init_checkpoint=location` names.
+
+    Accepted: a policy directory (holding the marker file), a trainer checkpoint `step_N/` (its `policy/`), or
+    a run directory (its `checkpoints/latest`). Anything else is a ConfigError that says what was found.
+    """
+    from nemo_spatial.checkpoint import POLICY_DIR, latest_checkpoint
+    from nemo_spatial.errors import ConfigError
+
+    path = Path(location)
+    if (path / MARKER).is_file():
+        return path
+    if (path / POLICY_DIR / MARKER).is_file():
+        return path / POLICY_DIR
+    if (path / "checkpoints").is_dir():
+        latest = latest_checkpoint(path)
+        if latest is not None and (latest / POLICY_DIR / MARKER).is_file():
+            return latest / POLICY_DIR
+    raise ConfigError(
+        f"policy.init_checkpoint={str(location)!r} is not a policy checkpoint: expected a run directory (with "
+        f"checkpoints/latest), a checkpoint directory step_N/ (with policy/), or a policy/ directory (with {MARKER})"
+    )
+
+
 def uses_distributed_optimizer(optimizer: Any) -> bool:
     from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
 

@@ -108,6 +108,9 @@ class PolicyConfig:
     """The Megatron policy: which checkpoint, how it is computed, how it is optimised."""
 
     hf_path: str = ""  # Hugging Face checkpoint directory (config.json + safetensors); weights come from here
+    # A Megatron checkpoint whose WEIGHTS replace hf_path's (e.g. an SFT run's): a run dir, a checkpoint dir
+    # (step_N) or its policy/ dir; optimizer and schedule start fresh. hf_path still gives config and tokenizer.
+    init_checkpoint: str = ""
     precision: str = "auto"  # "auto": bf16 on GPU, fp32 on CPU (CPU runs are parity and wiring runs)
     freeze_vision_model: bool = False  # the vision tower's patch embedding and blocks
     freeze_vision_projection: bool = False  # the vision merger (projection into the language model)

@@ -87,6 +87,8 @@ class MegatronPolicy:
         self.model_config = get_model_config(self.chunks[0])
         install_grad_hooks(self.chunks, self.model_config)
         self.optimizer, self.scheduler = build_optimizer(cfg.optimizer, self.chunks, self.model_config)
+        if cfg.init_checkpoint:  # before the reference copy: the KL reference is the run's initial weights
+            self._load_initial_weights(cfg.init_checkpoint)
         self.reference = HostReference(self.chunks) if cfg.reference == "cpu" else None
         self.step = 0
 
@@ -190,6 +192,14 @@ class MegatronPolicy:
         info = load_policy_checkpoint(path, self.chunks, self.optimizer, self.scheduler, self.layout, load_optimizer)
         self.step = int(info["step"])
         return info
+
+    def _load_initial_weights(self, location: str) -> None:
+        """`policy.init_checkpoint`: the model's weights from a Megatron checkpoint (any layout), Adam fresh."""
+        from nemo_spatial.models.qwen25_vl.checkpoint import load_policy_checkpoint, resolve_init_checkpoint
+
+        path = resolve_init_checkpoint(location)
+        load_policy_checkpoint(path, self.chunks, self.optimizer, self.scheduler, self.layout, load_optimizer=False)
+        self.step = 0  # a new run: its own step count and learning-rate schedule
 
     # ---- helpers ----------------------------------------------------------------------------------------
     def _micro_batches(self, batch: PolicyBatch) -> list[MicroBatch]:
