@@ -39,9 +39,11 @@ def make_run(rank: int, model_dir: str, run_dir: str) -> int:
     from nemo_spatial.checkpoint import TrainerState, save_checkpoint
     from nemo_spatial.config import load_config, write_run_metadata
     from nemo_spatial.models.qwen25_vl.policy import MegatronPolicy
+    from nemo_spatial.parallel import cpu_compat
 
     overrides = [f"policy.hf_path={model_dir}", "policy.reference=none", "policy.max_seq_length=256"]
     cfg = load_config(REPO / "conf" / "debug" / "tiny_cpu.yaml", overrides)
+    cpu_compat.activate(cfg.parallel)
     policy = MegatronPolicy(cfg.policy, cfg.parallel, seed=1)
     write_run_metadata(cfg, Path(run_dir))
     save_checkpoint(Path(run_dir), TrainerState(step=1), lambda target: policy.save_checkpoint(str(target)))

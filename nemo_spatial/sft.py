@@ -65,9 +65,11 @@ def run(cfg: SFTRunConfig) -> None:
     from nemo_spatial.config import write_run_metadata
     from nemo_spatial.data import PromptStream
     from nemo_spatial.logging_sinks import MetricsLogger
+    from nemo_spatial.parallel import cpu_compat
     from nemo_spatial.sft_trainer import SFTTrainer
     from nemo_spatial.train import _build_policy, _driver_services, _pad_id
 
+    cpu_compat.activate(cfg.parallel)  # the CPU mode (gloo, no GPU), before any component is built
     driver = int(os.environ.get("RANK", "0")) == 0
     run_dir, model_dir = cfg.run_dir, cfg.policy.hf_path
     if driver:

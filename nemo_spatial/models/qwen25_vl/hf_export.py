@@ -63,11 +63,14 @@ class ExportResult:
 
 def export_worker(rank: int, request: ExportRequest) -> ExportResult | None:
     """One export process (spawn target): build, load the checkpoint, write (rank 0), check; rank 0's result."""
+    from nemo_spatial.parallel import cpu_compat
     from nemo_spatial.parallel.config import ParallelConfig
     from nemo_spatial.parallel.state import initialize
 
     world = dist.get_world_size() if dist.is_initialized() else int(os.environ.get("WORLD_SIZE", "1"))
-    state = initialize(ParallelConfig(tensor_model_parallel_size=world), seed=1)
+    parallel = ParallelConfig(tensor_model_parallel_size=world)
+    cpu_compat.activate(parallel)  # the CPU mode (gloo, no GPU) before anything Megatron is built
+    state = initialize(parallel, seed=1)
     started = time.perf_counter()
     loaded = load_checkpoint_model(request.source, state.layout)
     load_seconds = time.perf_counter() - started

@@ -57,6 +57,7 @@ def _one_run(run_dir: Path, model_dir: str, parallel: dict[str, Any], lr: float,
     from nemo_spatial.config import load_config, write_run_metadata
     from nemo_spatial.models.qwen25_vl.batch import PolicyBatch
     from nemo_spatial.models.qwen25_vl.policy import MegatronPolicy
+    from nemo_spatial.parallel import cpu_compat
     from tests.distributed.policy_scenarios import stand_in_loss
 
     overrides = [
@@ -66,6 +67,7 @@ def _one_run(run_dir: Path, model_dir: str, parallel: dict[str, Any], lr: float,
         *(f"parallel.{key}={value}" for key, value in parallel.items()),
     ]  # fmt: skip
     cfg = load_config(Path(__file__).resolve().parents[3] / "conf" / "debug" / "tiny_cpu.yaml", overrides)
+    cpu_compat.activate(cfg.parallel)
     policy = MegatronPolicy(cfg.policy, cfg.parallel, seed=1)
     policy.train_step(PolicyBatch(**tensors), stand_in_loss)
     writer = dist.get_rank() == 0
@@ -122,7 +124,9 @@ def _perturb(path: str, name: str) -> None:
 def _policy_weights(hf_path: str) -> dict[str, torch.Tensor]:
     from nemo_spatial.models.qwen25_vl.config import PolicyConfig
     from nemo_spatial.models.qwen25_vl.policy import MegatronPolicy
+    from nemo_spatial.parallel import cpu_compat
     from nemo_spatial.parallel.config import ParallelConfig
 
+    cpu_compat.activate(ParallelConfig())
     policy = MegatronPolicy(PolicyConfig(hf_path=hf_path, max_seq_length=256), ParallelConfig(), seed=1)
     return dict(policy.named_hf_weights())
