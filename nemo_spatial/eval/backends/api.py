@@ -162,8 +162,10 @@ class AnthropicBackend(_ApiBackend):
         response = self.client.messages.create(
             model=self.options.model,
             max_tokens=self.options.max_new_tokens,
-            temperature=0.0,
             messages=[{"role": "user", "content": content}],  # type: ignore[typeddict-item]
+            # anthropic 2.x's `create` has no `temperature` argument any more; the Messages API still takes
+            # the field, so it goes into the request body explicitly.
+            extra_body={"temperature": 0.0},
         )
         text = "\n".join(block.text.strip() for block in response.content if getattr(block, "type", "") == "text")
         return text.strip(), {"finish": response.stop_reason, "images_dropped": dropped}
