@@ -75,8 +75,9 @@ def checkpoint_step(path: Path) -> Path | None:
     return None
 
 
-def export_checkpoint(step: Path, tool: Path = EXPORT_TOOL) -> Path:
+def export_checkpoint(step: Path, tool: Path | None = None) -> Path:
     """`step/hf/`, exported by the export tool unless a finished export is there already."""
+    tool = tool or EXPORT_TOOL
     out = step / "hf"
     if (out / "config.json").is_file():
         return out

@@ -224,7 +224,7 @@ def identity_of(cfg: RunConfig) -> dict[str, Any]:
 def write_config(cfg: RunConfig, identity: dict[str, Any], backend_settings: dict[str, Any] | None) -> None:
     import importlib.metadata as md
 
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in ("torch", "transformers", "vllm", "openai", "anthropic", "datasets"):
         try:
             versions[package] = md.version(package)

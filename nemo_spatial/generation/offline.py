@@ -113,7 +113,7 @@ class OfflineChatEngine:
             for output in self.engine.step():
                 if output.finished and output.request_id in pending:
                     index, started = pending.pop(output.request_id)
-                    completion = output.outputs[0]
+                    completion = output.outputs[0]  # type: ignore[index]
                     results[index] = ChatCompletion(
                         completion.text,
                         None,

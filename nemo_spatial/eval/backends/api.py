@@ -123,7 +123,7 @@ class OpenAIBackend(_ApiBackend):
         content += [{"type": "image_url", "image_url": {"url": png_data_url(im)}} for im in prompt.images]
         response = self.client.chat.completions.create(
             model=self.options.model,
-            messages=[{"role": "user", "content": content}],  # type: ignore[list-item]
+            messages=[{"role": "user", "content": content}],  # type: ignore[misc,list-item]
             max_tokens=self.options.max_new_tokens,
             temperature=0.0,
             extra_body=self.extra_body,
@@ -162,10 +162,11 @@ class AnthropicBackend(_ApiBackend):
         response = self.client.messages.create(
             model=self.options.model,
             max_tokens=self.options.max_new_tokens,
-            messages=[{"role": "user", "content": content}],  # type: ignore[typeddict-item]
+            messages=[{"role": "user", "content": content}],  # type: ignore[misc,list-item]
             # anthropic 2.x's `create` has no `temperature` argument any more; the Messages API still takes
             # the field, so it goes into the request body explicitly.
             extra_body={"temperature": 0.0},
         )
-        text = "\n".join(block.text.strip() for block in response.content if getattr(block, "type", "") == "text")
+        texts = [getattr(block, "text", "") for block in response.content if getattr(block, "type", "") == "text"]
+        text = "\n".join(t.strip() for t in texts)
         return text.strip(), {"finish": response.stop_reason, "images_dropped": dropped}

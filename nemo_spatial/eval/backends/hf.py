@@ -36,7 +36,8 @@ class HfBackend:
         self.device = "cuda" if cuda else "cpu"
         self.processor = AutoProcessor.from_pretrained(options.model)
         self.processor.tokenizer.padding_side = "left"
-        self.model = AutoModelForImageTextToText.from_pretrained(options.model, dtype=dtype).to(self.device).eval()
+        model: Any = AutoModelForImageTextToText.from_pretrained(options.model, dtype=dtype)
+        self.model = model.to(self.device).eval()
         self.settings: dict[str, Any] = {
             "backend": "hf",
             "do_sample": False,

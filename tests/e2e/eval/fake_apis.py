@@ -60,12 +60,19 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         return None
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         api = self.api
         expected = "/v1/chat/completions" if api.kind == "openai" else "/v1/messages"
         body = json.loads(self.rfile.read(int(self.headers["content-length"])))
         with api.lock:
-            api.requests.append({"t": time.monotonic(), "path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+            api.requests.append(
+                {
+                    "t": time.monotonic(),
+                    "path": self.path,
+                    "headers": {k.lower(): v for k, v in self.headers.items()},
+                    "body": body,
+                }
+            )
             api.in_flight += 1
             api.peak = max(api.peak, api.in_flight)
             scripted = api.script.pop(0) if api.script else None
