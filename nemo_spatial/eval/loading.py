@@ -22,6 +22,7 @@ from typing import Any
 
 from nemo_spatial.errors import UserError
 from nemo_spatial.eval.benchmarks import HALLUSION, HALLUSION_OPTIONS, Benchmark
+from nemo_spatial.eval.metrics import mindcube_setting
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +166,8 @@ def to_sample(bench: Benchmark, row: dict[str, Any], index: int, source: str) ->
     choices = _choices(bench, row.get(bench.choices) if bench.choices else None, index, source)
     raw_id = row.get(bench.id_column) if bench.id_column else None
     task = row.get(bench.task) if bench.task else None
+    if task is None and bench.metric == "mindcube_setting" and raw_id is not None:
+        task = mindcube_setting(str(raw_id))  # MindCube's setting is the id's prefix
     meta = {c: _plain(row.get(c)) for c in bench.extra_columns}
     return Sample(
         benchmark=bench.key,

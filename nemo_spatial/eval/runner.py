@@ -61,21 +61,30 @@ class RunConfig:
     progress: bool = True
 
 
-def limit_samples(samples: list[Sample], limit: int | None, seed: int) -> list[Sample]:
+def limit_samples(samples: list[Sample], limit: int | None, seed: int, paired: bool = False) -> list[Sample]:
+    """`--limit`: a seeded sample stratified by task, in dataset order. `paired` (MMVP, 3DSRBench-Full) draws
+    whole pairs (rows 2k, 2k+1), so the pair metric still has pairs to score."""
     if limit is None or limit >= len(samples):
         return samples
     if limit <= 0:
         raise UserError(f"--limit {limit} must be a positive number of samples per benchmark")
-    groups: dict[str | None, list[Sample]] = defaultdict(list)
+    units: list[list[Sample]] = []
     for sample in samples:
-        groups[sample.task].append(sample)
-    exact = {task: limit * len(group) / len(samples) for task, group in groups.items()}
+        if paired and units and units[-1][0].row // 2 == sample.row // 2:
+            units[-1].append(sample)
+        else:
+            units.append([sample])
+    wanted = -(-limit // 2) if paired else limit
+    groups: dict[str | None, list[list[Sample]]] = defaultdict(list)
+    for unit in units:
+        groups[unit[0].task].append(unit)
+    exact = {task: wanted * len(group) / len(units) for task, group in groups.items()}
     quotas = {task: int(value) for task, value in exact.items()}
     by_remainder = sorted(groups, key=lambda t: exact[t] - quotas[t], reverse=True)
-    for task in by_remainder[: limit - sum(quotas.values())]:
+    for task in by_remainder[: wanted - sum(quotas.values())]:
         quotas[task] += 1
     rng = random.Random(f"{seed}:{samples[0].benchmark}")
-    chosen = [s for task, group in groups.items() for s in rng.sample(group, quotas[task])]
+    chosen = [s for task, group in groups.items() for unit in rng.sample(group, quotas[task]) for s in unit]
     return sorted(chosen, key=lambda s: s.row)
 
 
@@ -159,7 +168,8 @@ def generate_all(cfg: RunConfig, benches: list[Benchmark], backend_holder: list[
     records: list[dict[str, Any]] = []
     with open(path, "a", encoding="utf-8") as sink:
         for bench in benches:
-            samples = limit_samples(load_samples(bench, cfg.data_dir), cfg.limit, cfg.seed)
+            paired = bench.metric in ("pairs", "view_pairs")
+            samples = limit_samples(load_samples(bench, cfg.data_dir), cfg.limit, cfg.seed, paired)
             todo = [s for s in samples if (s.benchmark, s.row, s.sample_id) not in done]
             fresh = _generate_benchmark(cfg, bench, todo, bounds, backend_holder, sink, len(samples) - len(todo))
             for sample in samples:

@@ -112,3 +112,13 @@ def test_limit_is_seeded_stratified_and_in_dataset_order(data_dir: Path) -> None
     assert [s.row for s in limit_samples(samples, 8, seed=42)] == [s.row for s in picked]
     assert [s.row for s in limit_samples(samples, 8, seed=7)] != [s.row for s in picked]
     assert limit_samples(samples, 100, seed=42) == samples
+
+
+def test_limit_draws_whole_pairs_for_pair_metrics(data_dir: Path) -> None:
+    samples = load_samples(BENCHMARKS["mmvp"], data_dir)
+    rows = [s.row for s in limit_samples(samples, 4, seed=1, paired=True)]
+    assert len(rows) == 4 and all(rows[i] // 2 == rows[i + 1] // 2 for i in (0, 2))
+
+
+def test_mindcube_setting_is_the_task(data_dir: Path) -> None:
+    assert {s.task for s in load_samples(BENCHMARKS["mindcube-tiny"], data_dir)} == {"among", "around", "rotation"}
