@@ -99,3 +99,16 @@ def test_missing_key_is_one_clear_error(data_dir: Path, tmp_path: Path, monkeypa
             "--out", str(tmp_path / "o"), "--no-progress"]  # fmt: skip
     assert run_main(main, argv) == 2
     assert "OPENAI_API_KEY is not set" in capsys.readouterr().err
+
+
+def test_vllm_backend_at_a_server_url_sends_its_settings(data_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # a local vLLM server needs no key
+    with FakeApi("openai") as api:
+        argv = ["--model", "owner/served-model", "--backend", "vllm", "--url", api.url, "--data-dir", str(data_dir),
+                "--benchmarks", "cv-bench-2D", "--out", str(tmp_path / "out"), "--no-progress",
+                "--repetition-penalty", "1.05"]  # fmt: skip
+        assert main(argv) == 0
+    body = api.requests[0]["body"]
+    assert (body["temperature"], body["repetition_penalty"], body["model"]) == (0.0, 1.05, "owner/served-model")
+    settings = json.loads((tmp_path / "out" / "config.json").read_text())["backend_settings"]
+    assert settings["backend"] == "vllm" and settings["repetition_penalty"] == 1.05
