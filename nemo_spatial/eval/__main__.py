@@ -19,6 +19,8 @@ from nemo_spatial.eval.backends.base import BACKENDS, BackendOptions
 from nemo_spatial.eval.benchmarks import listing, resolve_benchmarks
 from nemo_spatial.eval.prompts import TEMPLATES
 
+DEFAULT_BATCH = {"vllm": 128, "hf": 8}
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -36,7 +38,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output folder (default outputs/eval/<model>/<timestamp>/)")
     p.add_argument("--responses", type=Path, help="replay: a JSONL of saved responses (e.g. a run's samples.jsonl)")
     p.add_argument("--url", help="vllm: a running vLLM server's base URL (…/v1); openai/anthropic: another endpoint")
-    p.add_argument("--batch-size", type=int, default=32, help="prompts per chunk (hf batch; vllm and API chunk)")
+    p.add_argument("--batch-size", type=int, help="prompts per chunk: vllm 128, hf 8 (its batch), APIs 32")
     p.add_argument("--concurrency", type=int, default=8, help="API requests in flight")
     p.add_argument("--max-retries", type=int, default=6, help="API retries on 429/5xx/connection errors")
     p.add_argument("--max-new-tokens", type=int, default=2048)
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         model=ref.name,
         max_new_tokens=args.max_new_tokens,
         repetition_penalty=args.repetition_penalty,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size or DEFAULT_BATCH.get(args.backend, 32),
         concurrency=args.concurrency,
         max_retries=args.max_retries,
         url=args.url,

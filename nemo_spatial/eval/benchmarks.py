@@ -11,6 +11,11 @@ Gold forms (what the `answer` column holds, and how `scoring.py` reads it):
 - `hallusion`: `"1"` is A (Yes), anything else B (No); the options are the fixed `[Yes, No]`.
 - `letter_or_free`: a letter when the stripped gold is one letter, else a free-form word or number (RealWorldQA).
 - `free`: a word or number compared with the whole answer (SpatialBench).
+
+Generation settings are the same for every benchmark: greedy (temperature 0), 2,048 new tokens, the
+checkpoint's repetition penalty made explicit (backends/base.py), as upstream and the paper (zero-shot, greedy,
+2,048 tokens). lmms-eval's 16-token budgets for V* and MME-RealWorld assume a direct letter and would cut
+every reasoning answer short, so they are not used; `--max-new-tokens` changes the budget for a run.
 """
 
 from __future__ import annotations

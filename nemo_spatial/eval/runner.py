@@ -262,7 +262,8 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     benches = [get_benchmark(k) for k in cfg.benchmarks]
     identity = identity_of(cfg)
     prepare_out(cfg, identity)
-    write_config(cfg, identity, None)
+    if not cfg.resume:  # a resumed run keeps the earlier record until it has its own backend's settings
+        write_config(cfg, identity, None)
     holder: list[Backend] = []
     try:
         records = generate_all(cfg, benches, holder)
