@@ -16,8 +16,11 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from nemo_spatial.cli import add_verbose_flag, run_main
 from nemo_spatial.config import Config, load_config, to_yaml, write_run_metadata
 from nemo_spatial.errors import ConfigError
+from nemo_spatial.preflight import preflight
+from nemo_spatial.run_lock import RUN_LOCK_HELD_ENV, RunDirLock, acquire_for_run
 
 logger = logging.getLogger("nemo_spatial.train")
 
@@ -27,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="YAML under conf/ (recipes/ or debug/)")
     parser.add_argument("--nproc", type=int, default=1, help="local processes when not under torchrun/srun")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = load_config(args.config, args.overrides)
@@ -42,9 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         run(cfg)
         return 0
     check_restart_policy(cfg, args.nproc)  # before starting processes that would each fail on it
+    preflight(cfg, args.nproc)
     from nemo_spatial.parallel.launch import spawn
 
-    spawn(_spawned_worker, nprocs=args.nproc, args=(to_yaml(cfg),))
+    # The launcher owns the run directory (its ranks die with it); rank 0 sees it held by its parent.
+    with RunDirLock.acquire(cfg.run_dir):
+        spawn(_spawned_worker, nprocs=args.nproc, args=(to_yaml(cfg),), env={RUN_LOCK_HELD_ENV: str(os.getpid())})
     return 0
 
 
@@ -63,13 +70,18 @@ def run(cfg: Config) -> None:
     from nemo_spatial.logging_sinks import MetricsLogger
     from nemo_spatial.trainer import Trainer
 
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    preflight(cfg, world_size)  # seconds, before the generation server, the policy and the data workers
     driver = int(os.environ.get("RANK", "0")) == 0
-    check_restart_policy(cfg, int(os.environ.get("WORLD_SIZE", "1")))
+    check_restart_policy(cfg, world_size)
     run_dir = cfg.run_dir
     model_dir = cfg.policy.hf_path
-    if driver:
-        write_run_metadata(cfg, run_dir)
     with ExitStack() as stack:
+        if driver:
+            lock = acquire_for_run(run_dir)  # a second run in this directory fails here, naming the holder
+            if lock is not None:
+                stack.callback(lock.release)
+            write_run_metadata(cfg, run_dir)
         generator, reward, decode = _driver_services(cfg, model_dir, run_dir, stack) if driver else (None, None, None)
         policy = _build_policy(cfg)
         if generator is not None and hasattr(generator, "weights_provider"):
@@ -131,4 +143,4 @@ def _pad_id(model_dir: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

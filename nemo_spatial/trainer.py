@@ -39,14 +39,15 @@ from nemo_spatial.algorithms.loss import metric_reduction
 from nemo_spatial.checkpoint import (
     TrainerState,
     capture_rng_state,
-    latest_checkpoint,
     load_trainer_state,
     restore_rng_state,
+    resume_checkpoint,
     save_checkpoint,
 )
 from nemo_spatial.config import Config
 from nemo_spatial.errors import ConfigError
 from nemo_spatial.generation.types import GenerationRequest, Generator, Rollout, require_version
+from nemo_spatial.idle_guard import IdleGuard
 from nemo_spatial.logging_sinks import MetricsLogger
 from nemo_spatial.preemption import PreemptionFlag
 from nemo_spatial.reward import COMPONENTS, BatchResult, RewardSample
@@ -103,6 +104,7 @@ class Trainer:
         """Train to `total_steps`, resuming from the latest checkpoint when there is one."""
         tc = self.cfg.trainer
         self._resume()
+        idle = IdleGuard(tc.max_steps_without_update, tc.prompts_per_step)  # a run that trains nothing fails
         flag = PreemptionFlag().install()
         try:
             if tc.val_before_train and self.validates:
@@ -114,6 +116,7 @@ class Trainer:
                     metrics.update(self.validate())
                 self.metrics.log(self.step, metrics)
                 finished = self.step == tc.total_steps
+                idle.observe(self.step, metrics, finished)
                 # Every rank must take the same branch (the save is collective), and a signal may reach the
                 # ranks at different moments or only some of them: stop when any rank was asked to.
                 stop = any_rank(flag.requested)
@@ -283,7 +286,8 @@ class Trainer:
         return path
 
     def _resume(self) -> None:
-        checkpoint = latest_checkpoint(self.run_dir) if self.cfg.trainer.resume else None
+        tc = self.cfg.trainer
+        checkpoint = resume_checkpoint(self.run_dir, tc.resume_from) if tc.resume else None  # verified
         if checkpoint is None:
             return
         state = load_trainer_state(checkpoint)
