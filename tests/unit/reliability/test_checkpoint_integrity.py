@@ -63,8 +63,11 @@ def test_a_same_size_corruption_is_found_and_no_intact_checkpoint_names_the_opti
         data = bytearray(shard.read_bytes())
         data[2000] ^= 0xFF
         shard.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match=r"step_000002/policy/__0_0.distcp has changed since it was saved.*"
-                       r"step_000001/policy/__0_0.distcp has changed.*trainer.resume_from=step_N.*trainer.resume=false"):  # fmt: skip
+    expected = (
+        r"step_000002/policy/__0_0.distcp has changed since it was saved.*"
+        r"step_000001/policy/__0_0.distcp has changed.*trainer.resume_from=step_N.*trainer.resume=false"
+    )
+    with pytest.raises(CheckpointError, match=expected):
         select_resume_checkpoint(tmp_path)
 
 
@@ -99,7 +102,9 @@ def test_non_finite_weights_are_refused_naming_a_parameter(tmp_path: Path) -> No
         refuse_non_finite_weights(tmp_path, [model])
         with torch.no_grad():
             model[1].weight[0, 0] = float("nan")
-        with pytest.raises(CheckpointError, match=r"non-finite weights \(rank 0: 1.weight has NaN or inf\).*resume_from"):
+        with pytest.raises(
+            CheckpointError, match=r"non-finite weights \(rank 0: 1.weight has NaN or inf\).*resume_from"
+        ):
             refuse_non_finite_weights(tmp_path, [model])
     finally:
         dist.destroy_process_group()

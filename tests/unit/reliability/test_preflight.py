@@ -89,7 +89,9 @@ def test_train_reports_a_model_path_mistake_in_one_line_with_status_2_before_sta
     )  # fmt: skip
     assert done.returncode == 2, done.stderr[-3000:]
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"error: policy.hf_path=outputs/tiny-qwen25-vl (relative to the working directory {tmp_path})")
+    assert last.startswith(
+        f"error: policy.hf_path=outputs/tiny-qwen25-vl (relative to the working directory {tmp_path})"
+    )
     assert "Traceback" not in done.stderr and "vllm" not in done.stderr.lower()
     assert time.monotonic() - started < 60
 

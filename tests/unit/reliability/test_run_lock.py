@@ -1,4 +1,5 @@
-"""A run directory is owned by one run: a second trainer fails at once naming the holder; a dead holder's lock is free."""
+"""A run directory is owned by one run: a second trainer fails at once naming the holder; a dead holder's lock
+is free."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ import pytest
 from nemo_spatial.run_lock import LOCK_FILE, RunDirBusyError, RunDirLock
 
 REPO = Path(__file__).resolve().parents[3]
-HOLD = "import sys, time; from nemo_spatial.run_lock import RunDirLock; RunDirLock.acquire(sys.argv[1]); print('held', flush=True); time.sleep(600)"
+HOLD = (
+    "import sys, time; from nemo_spatial.run_lock import RunDirLock; RunDirLock.acquire(sys.argv[1]); "
+    "print('held', flush=True); time.sleep(600)"
+)
 
 
 def _holder(run_dir: Path) -> subprocess.Popen[str]:
