@@ -18,7 +18,7 @@ import pytest
 from nemo_spatial.errors import UserError
 from nemo_spatial.parallel.launch import spawn
 
-pytestmark = pytest.mark.distributed
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]  # ~40 s each on the contended 2-core machine
 REPO = Path(__file__).resolve().parents[2]
 
 LAUNCHER = """

@@ -96,6 +96,7 @@ def test_train_reports_a_model_path_mistake_in_one_line_with_status_2_before_sta
     assert time.monotonic() - started < 60
 
 
+@pytest.mark.slow  # two `train` processes: ~30 s on the contended 2-core machine
 def test_train_config_errors_are_one_line_with_status_2_and_a_traceback_only_when_verbose(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "nemo_spatial.train", "--config", "conf/debug/tiny_cpu.yaml", "reward.presett=x"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 RANK = """
@@ -35,6 +36,7 @@ def _alive(pids: list[int]) -> list[int]:
     return alive
 
 
+@pytest.mark.slow  # importing Megatron-Core and starting the manager: ~70 s on the contended 2-core machine
 def test_the_write_results_manager_and_its_tracker_die_with_a_killed_rank() -> None:
     rank = subprocess.Popen(
         [sys.executable, "-c", RANK], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}
