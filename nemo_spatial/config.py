@@ -148,6 +148,12 @@ def _load_yaml_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     bases = loaded.pop(BASE_KEY, None)
     base_paths = [bases] if isinstance(bases, str) else list(bases or [])
+    for base in base_paths:  # named here: the error inside would only name the missing file
+        if not (path.parent / str(base)).is_file():
+            raise ConfigError(
+                f"config file {path} names {BASE_KEY}: {base}, and {(path.parent / str(base)).resolve()} does not "
+                f"exist; {BASE_KEY} paths are relative to the file that names them"
+            )
     layers = [_load_yaml_with_bases(path.parent / str(base), (*seen, path)) for base in base_paths]
     return OmegaConf.merge(*layers, loaded) if layers else loaded  # type: ignore[return-value]
 

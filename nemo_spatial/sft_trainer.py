@@ -33,9 +33,9 @@ from nemo_spatial.batch import PolicyBatch
 from nemo_spatial.checkpoint import (
     TrainerState,
     capture_rng_state,
-    latest_checkpoint,
     load_trainer_state,
     restore_rng_state,
+    resume_checkpoint,
     save_checkpoint,
 )
 from nemo_spatial.data.sft_target import TargetError, sft_target
@@ -266,7 +266,7 @@ class SFTTrainer:
         return path
 
     def _resume(self) -> None:
-        checkpoint = latest_checkpoint(self.run_dir) if self.cfg.sft.resume else None
+        checkpoint = resume_checkpoint(self.run_dir, "") if self.cfg.sft.resume else None  # verified (manifest)
         if checkpoint is None:
             return
         state = load_trainer_state(checkpoint)

@@ -16,9 +16,11 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from nemo_spatial.cli import add_verbose_flag, verbose_requested
+from nemo_spatial.cli import add_verbose_flag, run_main, verbose_requested
 from nemo_spatial.config import Config, load_config, to_yaml, write_run_metadata
 from nemo_spatial.console import run_console
+from nemo_spatial.preflight import preflight
+from nemo_spatial.run_lock import RUN_LOCK_HELD_ENV, RunDirLock, acquire_for_run
 
 logger = logging.getLogger("nemo_spatial.train")
 
@@ -44,9 +46,17 @@ def main(argv: list[str] | None = None) -> int:
         with run_console(cfg.run_dir, verbose, rank=int(os.environ["RANK"])):
             run(cfg)
         return 0
+    preflight(cfg, args.nproc)
     from nemo_spatial.parallel.launch import spawn
 
-    spawn(_spawned_worker, nprocs=args.nproc, args=(to_yaml(cfg), verbose))
+    # The launcher owns the run directory (its ranks die with it); rank 0 sees it held by its parent.
+    with RunDirLock.acquire(cfg.run_dir):
+        spawn(
+            _spawned_worker,
+            nprocs=args.nproc,
+            args=(to_yaml(cfg), verbose),
+            env={RUN_LOCK_HELD_ENV: str(os.getpid())},
+        )
     return 0
 
 
@@ -68,13 +78,18 @@ def run(cfg: Config) -> None:
     from nemo_spatial.report import finish_run
     from nemo_spatial.trainer import Trainer
 
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    preflight(cfg, world_size)  # seconds, before the generation server, the policy and the data workers
     cpu_compat.activate(cfg.parallel)  # the CPU mode (gloo, no GPU), before any component is built
     driver = int(os.environ.get("RANK", "0")) == 0
     run_dir = cfg.run_dir
     model_dir = cfg.policy.hf_path
-    if driver:
-        write_run_metadata(cfg, run_dir)
     with ExitStack() as stack:
+        if driver:
+            lock = acquire_for_run(run_dir)  # a second run in this directory fails here, naming the holder
+            if lock is not None:
+                stack.callback(lock.release)
+            write_run_metadata(cfg, run_dir)
         generator, reward, decode = _driver_services(cfg, model_dir, run_dir, stack) if driver else (None, None, None)
         policy = _build_policy(cfg)
         # The driver alone reads and prepares prompts; each rank gets those of its own rows from it.
@@ -126,4 +141,4 @@ def _pad_id(model_dir: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -51,9 +51,9 @@ from nemo_spatial.batch import PolicyBatch
 from nemo_spatial.checkpoint import (
     TrainerState,
     capture_rng_state,
-    latest_checkpoint,
     load_trainer_state,
     restore_rng_state,
+    resume_checkpoint,
     save_checkpoint,
 )
 from nemo_spatial.config import Config
@@ -69,6 +69,7 @@ from nemo_spatial.generation.types import (
     SyncStats,
     require_version,
 )
+from nemo_spatial.idle_guard import IdleGuard
 from nemo_spatial.logging_sinks import MetricsLogger
 from nemo_spatial.parallel.collectives import (
     Collectives,
@@ -149,6 +150,7 @@ class Trainer:
             # The policy holds policy.init_checkpoint's weights, the generator policy.hf_path's (version 0): one
             # weight version apart, so the first step's refit pushes them.
             self.version = max(self.version, 1)
+        idle = IdleGuard(tc.max_steps_without_update, tc.prompts_per_step)  # a run that trains nothing fails
         flag = PreemptionFlag().install()
         try:
             if tc.val_before_train and self.validates:
@@ -160,6 +162,7 @@ class Trainer:
                     metrics.update(self.validate())
                 self.metrics.log(self.step, metrics)
                 finished = self.step == tc.total_steps
+                idle.observe(self.step, metrics, finished)
                 # Every rank must take the same branch (the save is collective), and a signal may reach the
                 # ranks at different moments or only some of them: stop when any rank was asked to.
                 stop = self.collectives.any_rank(flag.requested)
@@ -391,7 +394,8 @@ class Trainer:
         return path
 
     def _resume(self) -> None:
-        checkpoint = latest_checkpoint(self.run_dir) if self.cfg.trainer.resume else None
+        tc = self.cfg.trainer
+        checkpoint = resume_checkpoint(self.run_dir, tc.resume_from) if tc.resume else None  # verified
         if checkpoint is None:
             return
         state = load_trainer_state(checkpoint)

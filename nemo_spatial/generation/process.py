@@ -3,7 +3,8 @@
 The server runs in its own process session with its output in a log file, so its death is seen by
 `poll()` (not only by a failed request), the error the trainer raises carries the log's tail, and
 `stop()` ends the server and every process it started (the vLLM engine core and workers) by its
-process-group id.
+process-group id, then removes the shared-memory files those processes left (shm_cleanup.py; also before
+each start, for what a killed trainer could not remove).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import requests
 
 from nemo_spatial.generation.config import GenerationConfig
+from nemo_spatial.generation.shm_cleanup import ShmTracker
 from nemo_spatial.generation.types import GeneratorUnavailableError
 from nemo_spatial.generation.watchdog import PARENT_PID_ENV
 from nemo_spatial.net import free_port
@@ -87,6 +89,7 @@ class ServerProcess:
         self.port = cfg.port
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.shm = ShmTracker(self.log_path.with_name(self.log_path.name + ".shm-files"))
 
     @property
     def url(self) -> str:
@@ -98,6 +101,7 @@ class ServerProcess:
         self.port = self.cfg.port or free_port(self.cfg.host)
         command = server_command(self.cfg, self.model_dir, self.port, self.extra_args)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.shm.clean()  # what an earlier server of this run left (a SIGKILLed trainer could not clean)
         # The server exits when this process dies (see watchdog.py), even on SIGKILL.
         env = {**os.environ, "PYTHONUNBUFFERED": "1", PARENT_PID_ENV: str(os.getpid()), **self.env}
         with open(self.log_path, "ab") as log:
@@ -107,6 +111,7 @@ class ServerProcess:
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
             )
         self.starts += 1
+        self.shm.watch(self.proc.pid)
 
     @property
     def pid(self) -> int | None:
@@ -150,6 +155,8 @@ class ServerProcess:
         """SIGTERM to the server's process group, SIGKILL after `timeout_s`; waits for the exit."""
         if self.proc is None:
             return
+        self.shm.stop_watching()
+        self.shm.observe(self.proc.pid)
         if self.proc.poll() is None:
             self._signal_group(signal.SIGTERM)
             try:
@@ -159,6 +166,7 @@ class ServerProcess:
                 self.proc.wait(timeout=timeout_s)
         # Workers of a killed server can outlive it in the group; end them too.
         self._signal_group(signal.SIGKILL)
+        self.shm.clean()
 
     def _signal_group(self, sig: signal.Signals) -> None:
         assert self.proc is not None

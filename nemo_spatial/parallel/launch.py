@@ -9,6 +9,9 @@ started with the "spawn" method (a fresh interpreter: no forked locks or CUDA st
 importable at module level and the calling script needs an `if __name__ == "__main__":` guard.
 SIGTERM and SIGUSR1 sent to this (parent) process are passed on to every worker, so that a local multi-process
 run checkpoints on them as a torchrun/srun one does (the trainer's preemption handling lives in the workers).
+A worker dies with this process (SIGKILL, through nemo_spatial.lifetime), so a killed launcher leaves no rank
+training on; the last checkpoint stays as it was. A worker's UserError is raised here as a UserError (one line,
+with its rank) rather than as a traceback of the spawn machinery.
 """
 
 from __future__ import annotations
@@ -25,7 +28,11 @@ from typing import Any
 import torch
 import torch.multiprocessing as mp
 
+from nemo_spatial.errors import UserError
+from nemo_spatial.lifetime import die_with_parent
 from nemo_spatial.net import free_port
+
+LAUNCHER_PID_ENV = "NEMO_SPATIAL_LAUNCHER_PID"
 
 
 def spawn(
@@ -43,6 +50,7 @@ def spawn(
             "MASTER_PORT": str(free_port()),
             "WORLD_SIZE": str(nprocs),
             "OMP_NUM_THREADS": str(threads),
+            LAUNCHER_PID_ENV: str(os.getpid()),
             **(env or {}),
         }
         context = mp.start_processes(
@@ -53,8 +61,14 @@ def spawn(
             start_method="spawn",
         )
         with forwarding_signals(context.pids(), (signal.SIGTERM, signal.SIGUSR1)):
-            while not context.join():  # raises with the rank and traceback when a worker fails
-                pass
+            try:
+                while not context.join():  # raises with the rank and traceback when a worker fails
+                    pass
+            except mp.ProcessRaisedException as error:
+                user_errors = sorted(Path(tmp).glob("rank*.user_error"))
+                if user_errors:
+                    raise UserError(user_errors[0].read_text()) from error
+                raise
         return [torch.load(Path(tmp) / f"rank{rank}.pt", weights_only=False) for rank in range(nprocs)]
 
 
@@ -81,11 +95,15 @@ def forwarding_signals(pids: list[int], signals: tuple[signal.Signals, ...]) -> 
 def _run_worker(
     rank: int, worker: Callable[..., Any], args: tuple[Any, ...], env: dict[str, str], threads: int, out_dir: str
 ) -> None:
+    die_with_parent(int(env[LAUNCHER_PID_ENV]))
     os.environ.update(env)
     os.environ["RANK"] = os.environ["LOCAL_RANK"] = str(rank)
     torch.set_num_threads(threads)
     try:
         result = worker(rank, *args)
+    except UserError as error:
+        (Path(out_dir) / f"rank{rank}.user_error").write_text(f"rank {rank}: {error}")
+        raise
     finally:
         _destroy_quietly()
     torch.save(result, Path(out_dir) / f"rank{rank}.pt")

@@ -37,6 +37,7 @@ import torch
 import torch.distributed as dist
 
 from nemo_spatial.models.qwen25_vl.optimizer import sub_optimizers
+from nemo_spatial.models.qwen25_vl.write_queue import install_write_results_queue
 from nemo_spatial.parallel.layout import Layout
 
 MARKER = "nemo_spatial_policy.json"
@@ -73,6 +74,7 @@ def save_policy_checkpoint(
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
     dist.barrier()
+    install_write_results_queue()  # before Megatron makes its own, which would outlive a killed rank
     dist_checkpointing.save(_sharded_state(chunks, optimizer, is_loading=False), str(staging))
     optimizer_step = _global_adam_step_count(optimizer)
     dist.barrier()
@@ -153,6 +155,33 @@ def _reset_adam_states(optimizer: Any) -> None:
             if "step" in group:
                 group["step"] = 0
     _restore_adam_step_counters(optimizer, 0)  # torch AdamW's per-parameter counts
+
+
+def refuse_non_finite_weights(path: str | Path, modules: list[Any]) -> None:
+    """Raise on every rank when any rank loaded a NaN or infinite weight (collective; one pass over the shard).
+
+    A diverged run saves such weights with valid checksums; resuming them would fail far away (the generation
+    server's JSON cannot carry NaN log-probs), so the checkpoint is refused here, naming a parameter.
+    """
+    from nemo_spatial.checkpoint_manifest import CheckpointError
+
+    bad = ""
+    for module in modules:
+        for name, param in module.named_parameters():
+            if not bool(torch.isfinite(param).all()):
+                bad = name
+                break
+        if bad:
+            break
+    found: list[str] = [""] * dist.get_world_size()
+    dist.all_gather_object(found, f"rank {dist.get_rank()}: {bad}" if bad else "")
+    where = next((item for item in found if item), "")
+    if where:
+        raise CheckpointError(
+            f"{path} holds non-finite weights ({where} has NaN or inf): the run diverged before it was saved; "
+            "resume from an earlier checkpoint with trainer.resume_from=step_N, or start afresh with "
+            "trainer.resume=false"
+        )
 
 
 def read_checkpoint_info(path: str | Path) -> dict[str, Any]:
@@ -245,6 +274,7 @@ def load_policy_checkpoint(
         state = dist_checkpointing.load(sharded, str(path))
         for i, module in enumerate(unwrap_model(chunks)):
             module.load_state_dict(state[_model_key(i, len(chunks))])
+        refuse_non_finite_weights(path, unwrap_model(chunks))
         if with_optimizer and optimizer is not None:
             optimizer.load_state_dict(state["optimizer"])
         elif optimizer is not None:
