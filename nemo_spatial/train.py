@@ -97,6 +97,8 @@ def run(cfg: Config) -> None:
         if prompts is not None:
             stack.callback(prompts.close)
         val = PromptStream.open(cfg.data, "val", processor_path=model_dir) if driver and cfg.data.val_files else None
+        if val is not None:
+            stack.callback(val.close)
         metrics = MetricsLogger(cfg.logging, run_dir, cfg.run.name, cfg.trainer.total_steps, enabled=driver)
         stack.callback(metrics.close)
         trainer = Trainer(

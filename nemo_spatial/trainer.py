@@ -362,8 +362,13 @@ class Trainer:
 
     # ---- validation, samples, checkpoints -----------------------------------------------------------------
     def validate(self) -> dict[str, float]:
-        """Greedy-ish (temperature 0.5, n=1) rollouts on the validation prompts, scored; driver metrics."""
+        """Greedy-ish (temperature 0.5, n=1) rollouts on the validation prompts, scored; driver metrics.
+
+        The generator gets the policy's current weights first (every rank calls this): the refit otherwise
+        happens at the start of the next step, and validation would score the weights before the last update.
+        """
         sampling = self.cfg.generation.val_sampling
+        sync = self.refit()
 
         def prompts() -> list[Prompt]:
             assert self.val_prompts is not None
@@ -371,9 +376,10 @@ class Trainer:
 
         chosen: list[Prompt] = prompts() if self.is_driver else []
         rollouts = self._rollouts(chosen, sampling)
-        return self.collectives.run_on_driver(
+        scores = self.collectives.run_on_driver(
             lambda: reward_metrics(self._score(chosen, rollouts, sampling.n), "val/reward")
         )
+        return {**sync, **scores}
 
     def save(self) -> Path:
         state = TrainerState(

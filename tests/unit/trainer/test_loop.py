@@ -157,3 +157,17 @@ def test_a_restarted_generation_server_is_refit_by_every_rank(tmp_path):
     driver, other = spawn(_two_rank_worker, nprocs=2, args=(str(tmp_path), None, [3]))
     assert driver["step"] == other["step"] == 4 and driver["version"] == other["version"] == 4
     assert driver["pushes"] == [1, 2, 2, 3]
+
+
+def test_validation_scores_the_weights_of_the_step_it_follows(tmp_path):
+    """The refit is at the next step's start; a validation after step k must first give the generator step k's
+    weights (it scored the weights before the last update when it did not)."""
+    cfg = config(tmp_path, "data.val_files=synthetic:4:0@val", "trainer.val_every=1")
+    generator = FakeGenerator()
+    trainer = Trainer(
+        cfg, FakePolicy(), FakePrompts(), generator, FakeReward(), metrics_logger(cfg), cfg.run_dir, pad_id=0,
+        decode=decode, collectives=LocalCollectives(), val_prompts=FakePrompts(),
+    )  # fmt: skip
+    trainer.fit()
+    assert generator.pushes == [1, 2, 3]  # one push per update, each before the validation that follows it
+    assert all("val/reward/overall/mean" in m for m in logged(cfg))
