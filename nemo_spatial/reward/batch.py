@@ -83,6 +83,8 @@ class RewardScorer:
         self.upstream_exact = upstream_exact
         self.time_budget_s = time_budget_s
         self._score = self._bind(preset)
+        if preset == "r1v":
+            r1v.warm_up()  # not inside the first sample's CPU budget
 
     def _bind(self, preset: str) -> ScoreFn:
         if preset == "r1v":

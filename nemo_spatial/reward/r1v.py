@@ -49,6 +49,14 @@ def format_reward(text: str) -> float:
     return 0.0
 
 
+def warm_up() -> None:
+    """Pay mathruler's one-time costs (importing sympy, its first parse: ~1-2.5 CPU-s) before any sample is timed:
+    charged to the first sample they would exceed its CPU budget (reward.sample_time_budget_s) and score it 0."""
+    from mathruler.grader import grade_answer
+
+    grade_answer("1", "1")
+
+
 def accuracy_reward(response: str, ground_truth: str) -> float:
     """mathruler equality of the answer with the ground truth; 0 on any grading error."""
     gt = ground_truth.strip()
