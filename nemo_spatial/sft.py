@@ -34,12 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = load_sft_config(args.config, args.overrides)
     if "RANK" in os.environ or args.nproc == 1:
-        for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
-            os.environ.setdefault(key, value)
-        if "MASTER_PORT" not in os.environ:
-            from nemo_spatial.net import free_port
+        from nemo_spatial.parallel.launch import single_process_env
 
-            os.environ["MASTER_PORT"] = str(free_port())
+        single_process_env()
         run(cfg)
         return 0
     from nemo_spatial.config import to_yaml

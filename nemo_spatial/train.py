@@ -35,14 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     verbose = args.verbose or verbose_requested([])
     cfg = load_config(args.config, args.overrides)
     if "RANK" in os.environ or args.nproc == 1:
-        os.environ.setdefault("RANK", "0")
-        os.environ.setdefault("LOCAL_RANK", "0")
-        os.environ.setdefault("WORLD_SIZE", "1")
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        if "MASTER_PORT" not in os.environ:
-            from nemo_spatial.net import free_port
+        from nemo_spatial.parallel.launch import single_process_env
 
-            os.environ["MASTER_PORT"] = str(free_port())
+        single_process_env()
         with run_console(cfg.run_dir, verbose, rank=int(os.environ["RANK"])):
             run(cfg)
         return 0

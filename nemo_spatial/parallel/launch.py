@@ -35,6 +35,14 @@ from nemo_spatial.net import free_port
 LAUNCHER_PID_ENV = "NEMO_SPATIAL_LAUNCHER_PID"
 
 
+def single_process_env() -> None:
+    """A plainly started one-process run: the torch.distributed variables torchrun/srun would set (kept when set)."""
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
+        os.environ.setdefault(key, value)
+    if "MASTER_PORT" not in os.environ:
+        os.environ["MASTER_PORT"] = str(free_port())
+
+
 def spawn(
     worker: Callable[..., Any],
     nprocs: int,
