@@ -5,7 +5,7 @@
 For each layout a fresh group of processes (gloo on 127.0.0.1) builds the policy from a tiny checkpoint built
 offline, runs one warm-up step and then `--steps` timed `train_step`s (forward + backward over the micro-batches,
 clip, AdamW) on `--samples` processed samples (one 56x56 image each, prompt + 32 response tokens). Prints the
-median step time, the token throughput, the time of one `compute_logprobs`, and the peak resident memory of the
+median step time, the token throughput, the time of one `compute_log_probs`, and the peak resident memory of the
 largest rank (it includes the Python / torch / Megatron libraries, ~1 GB). Processes share the machine's cores
 (each gets cores / processes threads), so layouts with 2 processes use the same 2 cores as one with 1.
 """
@@ -80,7 +80,7 @@ def worker(rank: int, model_dir: str, tensors: dict, parallel: dict, steps: int)
         policy.train_step(batch, loss_fn)
         times.append(time.perf_counter() - started)
     started = time.perf_counter()
-    policy.compute_logprobs(batch)
+    policy.compute_log_probs(batch)
     logprob_seconds = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"step_seconds": statistics.median(times), "logprob_seconds": logprob_seconds, "peak_rss_mb": peak_mb}
@@ -101,14 +101,14 @@ def main() -> None:
         tensors = make_batch(model_dir, args.samples)
         tokens = int(tensors["attention_mask"].sum())
         print(f"tiny Qwen2.5-VL, {args.samples} samples x {tensors['input_ids'].shape[1]} tokens, fp32, CPU")
-        print(f"{'layout':8} {'procs':>5} {'step s':>8} {'tokens/s':>9} {'logprobs s':>10} {'peak RSS MB':>11}")
+        print(f"{'layout':8} {'procs':>5} {'step s':>8} {'tokens/s':>9} {'log_probs s':>10} {'peak RSS MB':>11}")
         for name in args.layouts.split(","):
             nprocs, parallel = LAYOUTS[name]
             results = spawn(worker, nprocs=nprocs, args=(str(model_dir), tensors, parallel, args.steps))
             step = max(r["step_seconds"] for r in results)
-            logprobs = max(r["logprob_seconds"] for r in results)
+            log_probs = max(r["logprob_seconds"] for r in results)
             peak = max(r["peak_rss_mb"] for r in results)
-            print(f"{name:8} {nprocs:5d} {step:8.3f} {tokens / step:9.0f} {logprobs:10.3f} {peak:11.0f}")
+            print(f"{name:8} {nprocs:5d} {step:8.3f} {tokens / step:9.0f} {log_probs:10.3f} {peak:11.0f}")
 
 
 if __name__ == "__main__":

@@ -169,9 +169,9 @@ def run(args: argparse.Namespace, model_dir: Path) -> dict[str, float]:
     for mb in micro_batches:  # on the GPU before timing (the policy moves each micro-batch as it runs it)
         mb.batch = mb.batch.to(state.device)
 
-    def compute(mb: Any, logprobs: torch.Tensor, entropy: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def compute(mb: Any, log_probs: torch.Tensor, entropy: torch.Tensor) -> tuple[torch.Tensor, dict]:
         mask = mb.batch.response_mask
-        return -(logprobs * mask).sum() / mask.sum() / len(micro_batches), {}
+        return -(log_probs * mask).sum() / mask.sum() / len(micro_batches), {}
 
     times = []
     for step in range(args.warmup + args.steps):

@@ -12,14 +12,14 @@ longest row S:
     image_index      (M,) int64     for each sample's images in sample order (M = images_per_sample.sum()), which
                                     distinct image it is (default: 0..N-1, one copy per sample). The n samples of a
                                     GRPO group share their prompt's image: it is held once, not n times.
-    advantages       (B, S) or (B,), old_logprobs / ref_logprobs / rollout_log_probs (B, S): training inputs,
+    advantages       (B, S) or (B,), old_log_probs / ref_log_probs / rollout_log_probs (B, S): training inputs,
                      optional; rollout_log_probs are the sampler's (vLLM's) log-probs of the sampled tokens.
     loss_weights     (B,) float     per-sample loss weights (upstream-microbatch-mean; nemo_spatial.upstream), optional
 
 Micro-batches (`make_micro_batches`) carry their samples' images expanded in sample order (`image_index`
 identity), as the model's forward takes them: a copy of at most micro_batch_size images at a time.
 
-Token log-probs are aligned with the tokens: logprobs[b, t] = log p(input_ids[b, t] | input_ids[b, :t]); position 0
+Token log-probs are aligned with the tokens: log_probs[b, t] = log p(input_ids[b, t] | input_ids[b, :t]); position 0
 and padding hold 0. mRoPE position ids are not carried: the bridge's Qwen25VLModel derives them from input_ids and
 image_grid_thw on every pipeline stage (the processor's `get_rope_index`), so they cannot disagree with the tokens.
 
@@ -37,7 +37,7 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
-TOKEN_FIELDS = ("input_ids", "attention_mask", "response_mask", "old_logprobs", "ref_logprobs", "rollout_log_probs")
+TOKEN_FIELDS = ("input_ids", "attention_mask", "response_mask", "old_log_probs", "ref_log_probs", "rollout_log_probs")
 
 
 @dataclass
@@ -50,8 +50,8 @@ class PolicyBatch:
     images_per_sample: torch.Tensor | None = None
     image_index: torch.Tensor | None = None
     advantages: torch.Tensor | None = None
-    old_logprobs: torch.Tensor | None = None
-    ref_logprobs: torch.Tensor | None = None
+    old_log_probs: torch.Tensor | None = None
+    ref_log_probs: torch.Tensor | None = None
     rollout_log_probs: torch.Tensor | None = None
     loss_weights: torch.Tensor | None = None
 

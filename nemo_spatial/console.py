@@ -229,7 +229,7 @@ def _redirect_library_handlers(streams: dict[int, _LogStream]) -> list[tuple[log
 
 # ---- the per-step line -----------------------------------------------------------------------------------
 COMPONENT_SHORT = {"format": "fmt", "count": "cnt", "accuracy": "acc", "spatial": "sp"}
-PHASE_SHORT = {"generate": "gen", "reward": "rew", "old_logprobs": "old", "ref_logprobs": "ref", "update": "upd"}
+PHASE_SHORT = {"generate": "gen", "reward": "rew", "old_log_probs": "old", "ref_log_probs": "ref", "update": "upd"}
 # The keys the step line reads (the e2e test checks a run logs them all).
 STEP_LINE_KEYS = (
     "reward/overall/mean",

@@ -48,11 +48,11 @@ class Policy(Protocol):
         """(data-parallel rank, DP size): this rank trains on the rank-th contiguous share of each update's rows."""
         ...
 
-    def compute_logprobs(self, batch: PolicyBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def compute_log_probs(self, batch: PolicyBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(log-probs, entropy) of the batch's tokens, each (B, S)."""
         ...
 
-    def reference_logprobs(self, batch: PolicyBatch) -> torch.Tensor: ...
+    def reference_log_probs(self, batch: PolicyBatch) -> torch.Tensor: ...
 
     def train_step(self, batch: PolicyBatch, loss_fn: LossFn) -> dict[str, float]:
         """One optimizer step over this rank's rows; metrics of the global batch (the same on every rank)."""

@@ -110,7 +110,7 @@ def build_policy_batch(
         input_ids[b, start:end] = torch.tensor(rollouts[i].token_ids, dtype=torch.long)
         attention[b, :end] = True
         response[b, start:end] = True
-        rollout_log_probs[b, start:end] = torch.tensor(rollouts[i].logprobs, dtype=torch.float32)
+        rollout_log_probs[b, start:end] = torch.tensor(rollouts[i].log_probs, dtype=torch.float32)
     used = list(dict.fromkeys(i // n for i in rows))  # the prompts of these rows, each once
     position = {p: k for k, p in enumerate(used)}
     return PolicyBatch(

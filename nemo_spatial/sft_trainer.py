@@ -206,9 +206,9 @@ class SFTTrainer:
             built = self._batch(samples[first : first + self.cfg.sft.batch_size])
             if built.batch is None:
                 continue
-            logprobs, _ = self.policy.compute_logprobs(built.batch)
+            log_probs, _ = self.policy.compute_log_probs(built.batch)
             mask = built.batch.response_mask
-            total += float(-(logprobs * mask).sum())
+            total += float(-(log_probs * mask).sum())
             tokens += float(mask.sum())
         return {"val/sft_loss": total / tokens} if tokens else {}
 

@@ -238,11 +238,11 @@ class Trainer:
         weights = upstream_loss_weights([len(r.token_ids) for r in rollouts], minibatches, self.cfg)
         if weights is not None:  # upstream-microbatch-mean: each row's weight from its whole optimizer step
             batch.loss_weights = weights[rows]
-        with timer("old_logprobs"):
-            batch.old_logprobs, _ = self.policy.compute_logprobs(batch)
+        with timer("old_log_probs"):
+            batch.old_log_probs, _ = self.policy.compute_log_probs(batch)
         if self.cfg.algorithm.kl_coef > 0:
-            with timer("ref_logprobs"):
-                batch.ref_logprobs = self.policy.reference_logprobs(batch)
+            with timer("ref_log_probs"):
+                batch.ref_log_probs = self.policy.reference_log_probs(batch)
         bounds = torch.cumsum(torch.tensor([0] + [len(rows) for rows in shares]), 0).tolist()
         updates: list[dict[str, float]] = []
         with timer("update"):
@@ -278,15 +278,15 @@ class Trainer:
     def _loss(
         self, log_probs: torch.Tensor, batch: PolicyBatch, scale: LossScale
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        if batch.old_logprobs is None or batch.advantages is None:
-            raise ValueError("the GRPO loss needs the batch's old_logprobs and advantages")
+        if batch.old_log_probs is None or batch.advantages is None:
+            raise ValueError("the GRPO loss needs the batch's old_log_probs and advantages")
         out = actor_loss(
             self.cfg.algorithm,
             log_probs,
-            batch.old_logprobs,
+            batch.old_log_probs,
             batch.advantages,
             batch.response_mask,
-            ref_log_probs=batch.ref_logprobs,
+            ref_log_probs=batch.ref_log_probs,
             rollout_log_probs=batch.rollout_log_probs,
             scale=scale,
             row_weights=batch.loss_weights,

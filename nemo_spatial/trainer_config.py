@@ -26,13 +26,15 @@ class TrainerConfig:
     export_hf_every: int = 0  # a Hugging Face export (<run>/hf/step_N) at every k-th checkpointed step; 0: off
     resume: bool = True  # continue from the run directory's latest checkpoint when there is one
     resume_from: str = ""  # a checkpoint (step_N under <run_dir>/checkpoints, or a path); empty: the newest intact
+    async_rollouts: int = 0  # k > 0: generate steps s+1..s+k while step s trains (weights <= k versions old)
     max_steps_without_update: int = 3  # fail after this many consecutive steps that trained nothing; 0: never
 
     def __post_init__(self) -> None:
         for name in ("total_steps", "prompts_per_step", "prompts_per_update", "ppo_epochs", "keep_last"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"trainer.{name}={getattr(self, name)} must be at least 1")
-        for name in ("val_every", "val_prompts", "save_every", "export_hf_every", "max_steps_without_update"):
+        off_when_zero = ("val_every", "val_prompts", "save_every", "export_hf_every", "max_steps_without_update")
+        for name in (*off_when_zero, "async_rollouts"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"trainer.{name}={getattr(self, name)} must be >= 0 (0 turns it off)")
         if self.prompts_per_step % self.prompts_per_update:

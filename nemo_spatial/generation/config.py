@@ -17,6 +17,7 @@ MODES = ("server", "inprocess")
 TRANSPORTS = ("shm", "nccl")
 DTYPES = ("bfloat16", "float16", "float32", "auto")
 ON_SERVER_DEATH = ("stop", "restart")
+PLACEMENTS = ("apart", "colocated")
 LOGPROBS_MODES = ("processed_logprobs", "raw_logprobs")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -67,6 +68,9 @@ class GenerationConfig:
 
     mode: str = "server"  # server: a vLLM server process (spawned, or at `url`); inprocess: a vLLM engine here
     url: str = ""  # an already running server; empty: spawn one on 127.0.0.1
+    urls: list[str] = field(default_factory=list)  # several running servers (e.g. started by the SLURM launcher)
+    num_servers: int = 1  # servers to spawn on this host when no url/urls are given
+    placement: str = "apart"  # apart: generation GPUs of their own; colocated: shared with the trainer (vLLM sleeps)
     host: str = "127.0.0.1"  # where a spawned server binds
     port: int = 0  # 0: a free port
     transport: str = "shm"  # shm: /dev/shm files on one host (CPU and GPU); nccl: broadcast across hosts
@@ -97,6 +101,17 @@ class GenerationConfig:
         _check_choice("generation.dtype", self.dtype, DTYPES)
         _check_choice("generation.on_server_death", self.on_server_death, ON_SERVER_DEATH)
         _check_choice("generation.logprobs_mode", self.logprobs_mode, LOGPROBS_MODES)
+        _check_choice("generation.placement", self.placement, PLACEMENTS)
+        if self.num_servers < 1:
+            raise ConfigError(f"generation.num_servers={self.num_servers} must be >= 1")
+        if self.url and self.urls:
+            raise ConfigError(
+                f"generation.url={self.url!r} and generation.urls={self.urls!r} are both set; "
+                "use generation.urls for one or several running servers and clear generation.url"
+            )
+        for url in self.urls:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"generation.urls entry {url!r} must start with http:// or https://")
         if self.mode == "inprocess" and self.url:
             raise ConfigError(
                 f"generation.url={self.url!r} is set but generation.mode=inprocess builds its own engine; "

@@ -121,10 +121,10 @@ def rollouts_from_output(prompt_id: str, output: RequestOutput, current_version:
     rollouts = []
     for completion in sorted(output.outputs, key=lambda c: c.index):
         token_ids = list(completion.token_ids)
-        logprobs: list[float] = []
+        log_probs: list[float] = []
         for position, token_id in enumerate(token_ids):
             entry = completion.logprobs[position] if completion.logprobs is not None else None
-            logprobs.append(float(entry[token_id].logprob) if entry is not None else float("nan"))
+            log_probs.append(float(entry[token_id].logprob) if entry is not None else float("nan"))
         spans = completion.weight_versions or []
         version = min((parse_version(span.version) for span in spans), default=current_version)
         rollouts.append(
@@ -132,7 +132,7 @@ def rollouts_from_output(prompt_id: str, output: RequestOutput, current_version:
                 prompt_id=prompt_id,
                 sample_index=completion.index,
                 token_ids=token_ids,
-                logprobs=logprobs,
+                log_probs=log_probs,
                 weight_version=version,
                 finish_reason=str(completion.finish_reason),
                 stop_reason=completion.stop_reason,

@@ -80,7 +80,7 @@ class GenerationRequest:
 class Rollout:
     """One sample of one prompt.
 
-    `logprobs[i]` is the log-probability of `token_ids[i]` under the distribution it was sampled from
+    `log_probs[i]` is the log-probability of `token_ids[i]` under the distribution it was sampled from
     (after temperature / top-p when the engine runs with logprobs_mode=processed_logprobs, the default).
     `weight_version` is the oldest weight version any of its tokens was sampled with (vLLM tracks
     versions per token span, so a sample that straddled an update reports the older one).
@@ -91,7 +91,7 @@ class Rollout:
     prompt_id: str
     sample_index: int
     token_ids: list[int]
-    logprobs: list[float]
+    log_probs: list[float]
     weight_version: int
     finish_reason: str
     stop_reason: int | str | None = None

@@ -66,17 +66,17 @@ def build_batch(model_dir: Path) -> dict[str, torch.Tensor]:
         "image_grid_thw": torch.cat(grids),
         "images_per_sample": torch.tensor(counts),
         "advantages": torch.randn(len(rows), generator=generator),
-        "old_logprobs": torch.zeros(len(rows), length),
+        "old_log_probs": torch.zeros(len(rows), length),
     }
 
 
-def hf_logprobs_and_entropy(model_dir: Path, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def hf_log_probs_and_entropy(model_dir: Path, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """transformers' fp32 token log-probs and entropy, one unpadded sample at a time (the parity reference)."""
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(model_dir), dtype=torch.float32).eval()
     image_token, video_token = model.config.image_token_id, model.config.video_token_id
-    logprobs = torch.zeros(batch["input_ids"].shape)
+    log_probs = torch.zeros(batch["input_ids"].shape)
     entropy = torch.zeros(batch["input_ids"].shape)
     patches = batch["image_grid_thw"].prod(-1)
     image_start = patch_start = 0
@@ -96,9 +96,9 @@ def hf_logprobs_and_entropy(model_dir: Path, batch: dict[str, torch.Tensor]) -> 
                 mm_token_type_ids=kinds,
             ).logits[0]
         log_softmax = torch.log_softmax(logits[:-1], dim=-1)
-        logprobs[row, 1:length] = log_softmax.gather(-1, ids[0, 1:, None])[:, 0]
+        log_probs[row, 1:length] = log_softmax.gather(-1, ids[0, 1:, None])[:, 0]
         entropy[row, 1:length] = -(log_softmax.exp() * log_softmax).sum(-1)
-    return {"logprobs": logprobs, "entropy": entropy}
+    return {"log_probs": log_probs, "entropy": entropy}
 
 
 def _image(width: int, height: int, generator: torch.Generator) -> Any:
@@ -144,12 +144,12 @@ class GlobalBatchPolicy:
         torch.distributed.all_gather(pieces, local, group=parallel_state.get_data_parallel_group())
         return torch.cat(pieces)
 
-    def compute_logprobs(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        logprobs, entropy = self.policy.compute_logprobs(self._local(batch))
-        return self._gathered(logprobs), self._gathered(entropy)
+    def compute_log_probs(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        log_probs, entropy = self.policy.compute_log_probs(self._local(batch))
+        return self._gathered(log_probs), self._gathered(entropy)
 
-    def reference_logprobs(self, batch: Any) -> torch.Tensor:
-        return self._gathered(self.policy.reference_logprobs(self._local(batch)))
+    def reference_log_probs(self, batch: Any) -> torch.Tensor:
+        return self._gathered(self.policy.reference_log_probs(self._local(batch)))
 
     def train_step(self, batch: Any, loss_fn: Any) -> dict[str, float]:
         return dict(self.policy.train_step(self._local(batch), loss_fn))
@@ -212,7 +212,7 @@ def _phase(name: str, parallel: dict[str, Any], model_dir: str, tensors: dict, c
     out["decay_groups"] = sorted({(g["wd_mult"], g["weight_decay"]) for g in policy.optimizer.param_groups})
     out["decayed_params"] = sum(len(g["params"]) for g in policy.optimizer.param_groups if g["weight_decay"] > 0)
     out["initial_weights"] = dict(policy.named_hf_weights()) if name == "tp2" else None
-    out["logprobs"], out["entropy"] = policy.compute_logprobs(batch)
+    out["log_probs"], out["entropy"] = policy.compute_log_probs(batch)
     if name == "tp2":
         _checkpoint_cases(policy, batch, checkpoints, out)
     step_started = time.perf_counter()
@@ -220,13 +220,13 @@ def _phase(name: str, parallel: dict[str, Any], model_dir: str, tensors: dict, c
     out["step_seconds"] = time.perf_counter() - step_started
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out["weights"] = dict(policy.named_hf_weights())
-    out["logprobs_after"], _ = policy.compute_logprobs(batch)
-    out["reference"] = policy.reference_logprobs(batch)
+    out["log_probs_after"], _ = policy.compute_log_probs(batch)
+    out["reference"] = policy.reference_log_probs(batch)
     if name == "tp2":
         policy.save_checkpoint(str(checkpoints / "after_step_tp2"))
     else:
         policy.load_checkpoint(str(checkpoints / "after_step_tp2"))
-        out["resharded_logprobs"], _ = policy.compute_logprobs(batch)
+        out["resharded_log_probs"], _ = policy.compute_log_probs(batch)
     if name == "dp2":
         before = dict(policy.named_hf_weights())
         out["nan_metrics"] = policy.train_step(batch, nan_loss)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.distributed.policy_scenarios import LAYOUTS, build_batch, hf_logprobs_and_entropy, run_layouts
+from tests.distributed.policy_scenarios import LAYOUTS, build_batch, hf_log_probs_and_entropy, run_layouts
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 LOGPROB_ATOL = 2e-5  # fp32 through different reduction orders (measured ~1e-6)
@@ -40,13 +40,13 @@ def runs(tiny_model_dir: Path, batch: dict[str, torch.Tensor], tmp_path_factory:
 
 @pytest.fixture(scope="module")
 def hf_reference(tiny_model_dir: Path, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return hf_logprobs_and_entropy(tiny_model_dir, batch)
+    return hf_log_probs_and_entropy(tiny_model_dir, batch)
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_forward_matches_transformers(runs: dict, hf_reference: dict, layout: str) -> None:
     record = runs[layout]
-    torch.testing.assert_close(record["logprobs"], hf_reference["logprobs"], atol=LOGPROB_ATOL, rtol=0)
+    torch.testing.assert_close(record["log_probs"], hf_reference["log_probs"], atol=LOGPROB_ATOL, rtol=0)
     torch.testing.assert_close(record["entropy"], hf_reference["entropy"], atol=LOGPROB_ATOL, rtol=0)
 
 
@@ -104,9 +104,9 @@ def test_adam_step_count_restarts_after_a_model_only_resume(runs: dict) -> None:
 
 @pytest.mark.parametrize("layout", ["pp2", "dp2", "tp2_sp"])
 def test_checkpoint_saved_at_tp2_loads_at_another_layout(runs: dict, layout: str) -> None:
-    saved = runs["tp2"]["logprobs_after"]
-    assert not torch.allclose(saved, runs["tp2"]["logprobs"])  # the step changed the model
-    torch.testing.assert_close(runs[layout]["resharded_logprobs"], saved, atol=LOGPROB_ATOL, rtol=0)
+    saved = runs["tp2"]["log_probs_after"]
+    assert not torch.allclose(saved, runs["tp2"]["log_probs"])  # the step changed the model
+    torch.testing.assert_close(runs[layout]["resharded_log_probs"], saved, atol=LOGPROB_ATOL, rtol=0)
 
 
 def test_hf_megatron_hf_round_trip_is_exact(runs: dict, tiny_model_dir: Path) -> None:
@@ -117,11 +117,11 @@ def test_hf_megatron_hf_round_trip_is_exact(runs: dict, tiny_model_dir: Path) ->
         assert torch.equal(exported[name], tensor), name
 
 
-def test_reference_logprobs_are_the_initial_policy(runs: dict) -> None:
+def test_reference_log_probs_are_the_initial_policy(runs: dict) -> None:
     for layout in LAYOUTS:
         record = runs[layout]
-        torch.testing.assert_close(record["reference"], record["logprobs"], atol=0, rtol=0)
-        assert not torch.allclose(record["logprobs_after"], record["logprobs"])
+        torch.testing.assert_close(record["reference"], record["log_probs"], atol=0, rtol=0)
+        assert not torch.allclose(record["log_probs_after"], record["log_probs"])
 
 
 def test_non_finite_gradient_norm_skips_the_step(runs: dict) -> None:

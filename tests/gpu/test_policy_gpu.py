@@ -47,12 +47,12 @@ def _run(rank: int, model_dir: str, batch_tensors: dict, fp8_recipe: str | None)
     cpu_compat.activate(parallel)  # on a GPU: only the Transformer Engine stand-in, where TE is not installed
     policy = MegatronPolicy(cfg, parallel, seed=1)
     batch = PolicyBatch(**batch_tensors)
-    logprobs, _ = policy.compute_logprobs(batch)
+    log_probs, _ = policy.compute_log_probs(batch)
     metrics = policy.train_step(batch, stand_in_loss)
-    after, _ = policy.compute_logprobs(batch)
+    after, _ = policy.compute_log_probs(batch)
     return {
         "backend": policy.state.backend,
-        "logprobs": logprobs,
+        "log_probs": log_probs,
         "after": after,
         "metrics": metrics,
         "max_memory_gb": torch.cuda.max_memory_allocated() / 2**30,
@@ -74,13 +74,13 @@ def bf16_run(tiny_model_dir: Path) -> dict[str, Any]:
 
 
 def test_nccl_bf16_policy_matches_transformers_and_trains(bf16_run: dict[str, Any], tiny_model_dir: Path) -> None:
-    from tests.distributed.policy_scenarios import hf_logprobs_and_entropy
+    from tests.distributed.policy_scenarios import hf_log_probs_and_entropy
 
-    reference = hf_logprobs_and_entropy(tiny_model_dir, bf16_run["batch"])
+    reference = hf_log_probs_and_entropy(tiny_model_dir, bf16_run["batch"])
     assert bf16_run["backend"] == "nccl"
-    torch.testing.assert_close(bf16_run["logprobs"], reference["logprobs"], atol=0.1, rtol=0)  # bf16 vs fp32
+    torch.testing.assert_close(bf16_run["log_probs"], reference["log_probs"], atol=0.1, rtol=0)  # bf16 vs fp32
     assert bf16_run["metrics"]["skipped"] == 0.0 and torch.isfinite(torch.tensor(bf16_run["metrics"]["loss"]))
-    assert not torch.equal(bf16_run["after"], bf16_run["logprobs"])
+    assert not torch.equal(bf16_run["after"], bf16_run["log_probs"])
 
 
 def _supported(recipe: str) -> bool:
@@ -97,5 +97,5 @@ def test_fp8_recipe_trains_close_to_bf16(recipe: str, bf16_run: dict[str, Any], 
     mask = run["batch"]["response_mask"]
     assert run["metrics"]["skipped"] == 0.0
     assert run["metrics"]["loss"] == pytest.approx(bf16_run["metrics"]["loss"], rel=0.1, abs=0.05)
-    difference = (run["logprobs"] - bf16_run["logprobs"]).abs()[mask]
+    difference = (run["log_probs"] - bf16_run["log_probs"]).abs()[mask]
     assert float(difference.mean()) < 0.1

@@ -77,7 +77,7 @@ def test_step_line_has_the_numbers_that_matter():
         "reward/overall/mean": 0.4125, "reward/format/mean": 1.0, "reward/count/mean": 0.8,
         "reward/accuracy/mean": 0.5, "reward/spatial/mean": 0.31, "actor/kl_mean": 0.0021,
         "response/length/mean": 212.4, "timing/generate_s": 6.14, "timing/reward_s": 0.05,
-        "timing/old_logprobs_s": 1.0, "timing/update_s": 5.5, "timing/sync_s": 1.2, "timing/step_s": 14.2,
+        "timing/old_log_probs_s": 1.0, "timing/update_s": 5.5, "timing/sync_s": 1.2, "timing/step_s": 14.2,
         "throughput/tokens_per_s": 3120.7, "val/reward/overall/mean": 0.5,
     }  # fmt: skip
     line = step_line(3, 40, metrics)

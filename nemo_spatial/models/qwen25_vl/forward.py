@@ -6,7 +6,7 @@ Megatron picks the schedule (`get_forward_backward_func`): no pipelining for PP=
 keep their own padded lengths under PP: `variable_seq_lengths` makes the schedule exchange shapes first). On
 every stage the model derives mRoPE ids from the micro-batch's token ids and image grid; the first stage embeds
 tokens and images. On the last stage the vocab-parallel logits become token log-probs and entropy
-(logprobs.py), masked to real tokens, and `compute(micro_batch, logprobs, entropy)` returns the micro-batch's
+(log_probs.py), masked to real tokens, and `compute(micro_batch, log_probs, entropy)` returns the micro-batch's
 loss (its share of the global loss; zero when only evaluating) and a record kept for the caller. Megatron
 neither divides that loss by the number of micro-batches nor by a token count (`calculate_per_token_loss`
 with our `finalize_model_grads_func`, see optimizer.py). Only the last pipeline stage returns records.
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from nemo_spatial.batch import MicroBatch
-from nemo_spatial.models.qwen25_vl.logprobs import token_logprobs_and_entropy
+from nemo_spatial.models.qwen25_vl.log_probs import token_log_probs_and_entropy
 
 ComputeFn = Callable[[MicroBatch, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, Any]]]
 
@@ -54,12 +54,12 @@ def run_schedule(
         return output.contiguous(), partial(_loss_on_last_stage, micro_batch)
 
     def _loss_on_last_stage(micro_batch: MicroBatch, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Any]:
-        logprobs, entropy = token_logprobs_and_entropy(logits, micro_batch.batch.input_ids, temperature=temperature)
+        log_probs, entropy = token_log_probs_and_entropy(logits, micro_batch.batch.input_ids, temperature=temperature)
         predicted = micro_batch.batch.attention_mask.clone()
         predicted[:, 0] = False
-        logprobs = logprobs * predicted
+        log_probs = log_probs * predicted
         entropy = entropy * predicted
-        loss, record = compute(micro_batch, logprobs, entropy)
+        loss, record = compute(micro_batch, log_probs, entropy)
         return loss, torch.ones((), dtype=torch.int), record
 
     longest = max(mb.batch.input_ids.shape[1] for mb in micro_batches)
@@ -77,8 +77,8 @@ def run_schedule(
 
 
 def evaluation_record(
-    micro_batch: MicroBatch, logprobs: torch.Tensor, entropy: torch.Tensor
+    micro_batch: MicroBatch, log_probs: torch.Tensor, entropy: torch.Tensor
 ) -> tuple[torch.Tensor, dict]:
     """`compute` for log-prob evaluation: no loss, keep the detached per-token values."""
-    record = {"rows": micro_batch.rows, "logprobs": logprobs.detach().cpu(), "entropy": entropy.detach().cpu()}
-    return logprobs.new_zeros(()), record
+    record = {"rows": micro_batch.rows, "log_probs": log_probs.detach().cpu(), "entropy": entropy.detach().cpu()}
+    return log_probs.new_zeros(()), record

@@ -2,8 +2,8 @@
 
     policy = MegatronPolicy(cfg.policy, cfg.parallel, seed=cfg.run.seed)     # on every rank (SPMD)
     rank, size = policy.data_shard                                           # this rank's share of the samples
-    logprobs, entropy = policy.compute_logprobs(batch)                      # (B, S) each, for batch's rows
-    ref = policy.reference_logprobs(batch)
+    log_probs, entropy = policy.compute_log_probs(batch)                      # (B, S) each, for batch's rows
+    ref = policy.reference_log_probs(batch)
     metrics = policy.train_step(batch, loss_fn)                              # one optimizer step
     for name, tensor in policy.named_hf_weights(): ...                       # full HF tensors, every rank
     policy.save_checkpoint(path); policy.load_checkpoint(path)
@@ -19,7 +19,7 @@ The loss-function contract (`LossFn`; the GRPO actor loss, an SFT cross-entropy,
 - `log_probs` (b, s) fp32, differentiable: log p(token t | tokens < t) of the micro-batch's rows (0 at
   position 0 and on padding);
 - `micro_batch` the `PolicyBatch` of those rows (its `response_mask` says which tokens are trained; the loss
-  reads the fields it needs, e.g. `advantages`, `old_logprobs`, `ref_logprobs`, `rollout_log_probs`, and
+  reads the fields it needs, e.g. `advantages`, `old_log_probs`, `ref_log_probs`, `rollout_log_probs`, and
   raises a clear error when one is missing; train_step itself requires none of them);
 - `scale` the GLOBAL batch's valid-token and sequence counts (nemo_spatial.algorithms.aggregation.LossScale,
   over every DP rank) so that the micro-batch losses SUM to the loss of the whole batch (the loss divides by
@@ -93,8 +93,8 @@ class MegatronPolicy:
         self.step = 0
 
     # ---- evaluation -------------------------------------------------------------------------------------
-    def compute_logprobs(self, batch: PolicyBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logprobs, entropy), each (B, S) fp32 on the CPU; 0 at position 0 and on padding."""
+    def compute_log_probs(self, batch: PolicyBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log_probs, entropy), each (B, S) fp32 on the CPU; 0 at position 0 and on padding."""
         from nemo_spatial.models.qwen25_vl.forward import evaluation_record, run_schedule
 
         micro_batches = self._micro_batches(batch)
@@ -109,15 +109,15 @@ class MegatronPolicy:
                 temperature=self.cfg.temperature,
             )
         rows, length = batch.batch_size, batch.input_ids.shape[1]
-        return self._gather(records, "logprobs", rows, length), self._gather(records, "entropy", rows, length)
+        return self._gather(records, "log_probs", rows, length), self._gather(records, "entropy", rows, length)
 
-    def reference_logprobs(self, batch: PolicyBatch) -> torch.Tensor:
+    def reference_log_probs(self, batch: PolicyBatch) -> torch.Tensor:
         """Log-probs under the initial weights (the KL reference), (B, S)."""
         if self.reference is None:
             raise ConfigError("policy.reference=none keeps no reference weights; set policy.reference=cpu for KL")
         with self.reference.swapped_in(self.chunks):
-            logprobs, _ = self.compute_logprobs(batch)
-        return logprobs
+            log_probs, _ = self.compute_log_probs(batch)
+        return log_probs
 
     # ---- training ---------------------------------------------------------------------------------------
     def train_step(self, batch: PolicyBatch, loss_fn: LossFn) -> dict[str, float]:
@@ -136,10 +136,10 @@ class MegatronPolicy:
         zero_grads(self.chunks, self.optimizer)
 
         def compute(
-            micro_batch: MicroBatch, logprobs: torch.Tensor, entropy: torch.Tensor
+            micro_batch: MicroBatch, log_probs: torch.Tensor, entropy: torch.Tensor
         ) -> tuple[torch.Tensor, dict]:
             mb = micro_batch.batch
-            loss, metrics = loss_fn(logprobs, mb, scale)
+            loss, metrics = loss_fn(log_probs, mb, scale)
             entropy_mean = (entropy * mb.response_mask).sum() / mb.response_mask.sum().clamp(min=1)
             own = {"loss": Metric(float(loss.detach()), Reduction.SUM), "entropy": Metric(float(entropy_mean))}
             return loss, {**own, **_floats(metrics)}

@@ -2,7 +2,7 @@
 
 A second Megatron model would double the GPU memory of the weights (and need its own sharding); instead each
 rank keeps its own shards of the initial weights in (pinned, on GPU machines) host memory, and
-`reference_logprobs` copies them into the model, runs the forward pass, and copies the current weights back
+`reference_log_probs` copies them into the model, runs the forward pass, and copies the current weights back
 (as NeMo RL does). Cost per call: two host<->device copies of the rank's shard, no extra GPU memory beyond one
 staging copy of the current weights, which also lives on the host. The optimizer's fp32 main weights and
 Adam states are not touched; the model's weights are restored bit for bit.

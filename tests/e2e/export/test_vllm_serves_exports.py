@@ -38,7 +38,7 @@ def test_vllm_loads_each_export(export_runs, exports, tmp_path, monkeypatch):
             (rollout,) = generator.generate([request], SamplingConfig(n=1, max_tokens=1, prompt_logprobs=True))
             assert rollout.ok and rollout.weight_version == version
             served = torch.tensor(rollout.prompt_logprobs[1:], dtype=torch.float32)
-            diff = (served - reference.token_logprobs(inputs, 1)).abs().max().item()
+            diff = (served - reference.token_log_probs(inputs, 1)).abs().max().item()
             print(f"\n{name} export: vLLM fp32 prompt log-probs max |vLLM - transformers| = {diff:.3e}")
             assert diff < 1e-4, name
     finally:

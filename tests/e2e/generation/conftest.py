@@ -90,15 +90,15 @@ class TrainerModel:
                 extended[key] = torch.cat([inputs[key], fill((1, len(token_ids)), dtype=inputs[key].dtype)], dim=1)
         return extended
 
-    def token_logprobs(self, inputs: dict[str, torch.Tensor], start: int, mask_vision: bool = False) -> torch.Tensor:
+    def token_log_probs(self, inputs: dict[str, torch.Tensor], start: int, mask_vision: bool = False) -> torch.Tensor:
         """log p(ids[t] | ids[:t]) for t >= start, in float32 (optionally with vision tokens forbidden)."""
         with torch.no_grad():
             logits = self.model(**inputs).logits[0].float()
         if mask_vision:
             logits[:, self.vision_ids] = float("-inf")
-        logprobs = torch.log_softmax(logits, dim=-1)
+        log_probs = torch.log_softmax(logits, dim=-1)
         ids = inputs["input_ids"][0]
-        return logprobs[start - 1 : -1].gather(-1, ids[start:, None])[:, 0]
+        return log_probs[start - 1 : -1].gather(-1, ids[start:, None])[:, 0]
 
 
 @pytest.fixture(scope="session")

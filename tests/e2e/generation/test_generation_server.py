@@ -49,8 +49,8 @@ def test_generates_n_samples_per_multimodal_prompt_reproducibly(generation_serve
     ]
     for rollout in first:
         assert rollout.ok and rollout.weight_version == generation_server.weight_version
-        assert 1 <= len(rollout.token_ids) <= 12 and len(rollout.logprobs) == len(rollout.token_ids)
-        assert all(lp <= 0.0 and lp > -50 for lp in rollout.logprobs)
+        assert 1 <= len(rollout.token_ids) <= 12 and len(rollout.log_probs) == len(rollout.token_ids)
+        assert all(lp <= 0.0 and lp > -50 for lp in rollout.log_probs)
         assert rollout.finish_reason in ("stop", "length")
     # Each image placeholder was expanded to its patches (84x112 px -> 3x4 tokens of 28x28 px).
     image_pad = trainer_model.processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
@@ -59,12 +59,12 @@ def test_generates_n_samples_per_multimodal_prompt_reproducibly(generation_serve
     groups = [[tuple(r.token_ids) for r in first[i * 4 : i * 4 + 4]] for i in range(3)]
     assert all(len(set(group)) > 1 for group in groups), "the n samples of a prompt must differ"
     again = generation_server.generate(_requests(), params)
-    assert [(r.token_ids, r.logprobs) for r in again] == [(r.token_ids, r.logprobs) for r in first]
+    assert [(r.token_ids, r.log_probs) for r in again] == [(r.token_ids, r.log_probs) for r in first]
     other = generation_server.generate(_requests(), SamplingConfig(n=4, max_tokens=12, seed=99))
     assert [r.token_ids for r in other] != [r.token_ids for r in first]
 
 
-def _server_logprobs(generator, text: str, images) -> tuple[list[int], torch.Tensor]:
+def _server_log_probs(generator, text: str, images) -> tuple[list[int], torch.Tensor]:
     (rollout,) = generator.generate(
         [GenerationRequest("fixed", text, images=images)],
         SamplingConfig(n=1, max_tokens=1, prompt_logprobs=True, seed=0),
@@ -72,7 +72,7 @@ def _server_logprobs(generator, text: str, images) -> tuple[list[int], torch.Ten
     return rollout.prompt_token_ids, torch.tensor(rollout.prompt_logprobs[1:], dtype=torch.float32)
 
 
-def test_sync_gives_the_trainer_models_logprobs_and_original_weights_restore_samples(
+def test_sync_gives_the_trainer_models_log_probs_and_original_weights_restore_samples(
     generation_server, trainer_model
 ) -> None:
     images = [make_image(3)]
@@ -83,14 +83,14 @@ def test_sync_gives_the_trainer_models_logprobs_and_original_weights_restore_sam
     before = generation_server.generate(_requests()[:1], sample_params)
 
     trainer_model.perturb(seed=11)
-    ids, stale = _server_logprobs(generation_server, text, images)
+    ids, stale = _server_log_probs(generation_server, text, images)
     assert ids == inputs["input_ids"][0].tolist(), "vLLM and the trainer must see the same expanded prompt"
-    stale_diff = (stale - trainer_model.token_logprobs(inputs, 1)).abs().max().item()
+    stale_diff = (stale - trainer_model.token_log_probs(inputs, 1)).abs().max().item()
 
     stats = generation_server.update_weights(trainer_model.named_hf_weights(), version + 1)
     assert stats.num_tensors == len(trainer_model.original) and stats.num_buckets >= 4
-    _, synced = _server_logprobs(generation_server, text, images)
-    sync_diff = (synced - trainer_model.token_logprobs(inputs, 1)).abs().max().item()
+    _, synced = _server_log_probs(generation_server, text, images)
+    sync_diff = (synced - trainer_model.token_log_probs(inputs, 1)).abs().max().item()
     print(f"\nfp32 log-prob max |vLLM - trainer|: stale {stale_diff:.3e}, after sync {sync_diff:.3e}")
     assert stale_diff > 1e-2, "the perturbation must be visible before the sync"
     assert sync_diff < 1e-4
@@ -100,14 +100,14 @@ def test_sync_gives_the_trainer_models_logprobs_and_original_weights_restore_sam
     prompt = trainer_model.inputs(_requests()[0].prompt or "", _requests()[0].images)
     assert rollout.prompt_token_ids == prompt["input_ids"][0].tolist()
     full = trainer_model.extend(prompt, rollout.token_ids)
-    expected = trainer_model.token_logprobs(full, len(rollout.prompt_token_ids), mask_vision=True)
-    assert (torch.tensor(rollout.logprobs) - expected).abs().max().item() < 1e-4
+    expected = trainer_model.token_log_probs(full, len(rollout.prompt_token_ids), mask_vision=True)
+    assert (torch.tensor(rollout.log_probs) - expected).abs().max().item() < 1e-4
     assert rollout.weight_version == version + 1
 
     trainer_model.restore()
     generation_server.update_weights(trainer_model.named_hf_weights(), version + 2)
     after = generation_server.generate(_requests()[:1], sample_params)
-    assert [(r.token_ids, r.logprobs) for r in after] == [(r.token_ids, r.logprobs) for r in before]
+    assert [(r.token_ids, r.log_probs) for r in after] == [(r.token_ids, r.log_probs) for r in before]
     assert {r.weight_version for r in after} == {version + 2}
 
 

@@ -54,7 +54,7 @@ def test_inprocess_generation_sync_parity_and_bad_prompts(inprocess_generator, t
         (rollout,) = generator.generate([fixed], SamplingConfig(n=1, max_tokens=1, prompt_logprobs=True))
         assert rollout.weight_version == 1 and rollout.prompt_token_ids == inputs["input_ids"][0].tolist()
         served = torch.tensor(rollout.prompt_logprobs[1:], dtype=torch.float32)
-        diff = (served - trainer_model.token_logprobs(inputs, 1)).abs().max().item()
+        diff = (served - trainer_model.token_log_probs(inputs, 1)).abs().max().item()
         print(f"\nin-process fp32 log-prob max |vLLM - trainer| after sync: {diff:.3e}")
         assert diff < 1e-4
     finally:

@@ -59,7 +59,7 @@ def test_request_seeds_differ_per_prompt_and_repeat_per_seed() -> None:
     assert request_seed(None, "p0", 0) is None
 
 
-def test_sampling_params_forbid_vision_tokens_and_ask_for_logprobs() -> None:
+def test_sampling_params_forbid_vision_tokens_and_ask_for_log_probs() -> None:
     pytest.importorskip("vllm")
     from nemo_spatial.generation.engine_io import to_sampling_params
 

@@ -72,7 +72,7 @@ def _metrics(step: int) -> dict[str, float]:
             "response/truncated_fraction": 0.25,
             "timing/generate_s": 4.0,
             "timing/reward_s": 0.1,
-            "timing/old_logprobs_s": 0.5,
+            "timing/old_log_probs_s": 0.5,
             "timing/update_s": 1.5,
             "timing/sync_s": 0.3,
             "timing/step_s": 6.6,

@@ -194,13 +194,13 @@ class FakePolicy:
         tokens = batch.input_ids.float()
         return -(tokens % 7 + 1) * 0.1 * batch.attention_mask + self.weight * (tokens % 3 + 1) * batch.response_mask
 
-    def compute_logprobs(self, batch: PolicyBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def compute_log_probs(self, batch: PolicyBatch) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             log_probs = self._log_probs(batch)
         return log_probs, torch.zeros_like(log_probs)
 
-    def reference_logprobs(self, batch: PolicyBatch) -> torch.Tensor:
-        return self.compute_logprobs(batch)[0]
+    def reference_log_probs(self, batch: PolicyBatch) -> torch.Tensor:
+        return self.compute_log_probs(batch)[0]
 
     def train_step(self, batch: PolicyBatch, loss_fn: Any) -> dict[str, float]:
         assert batch.pixel_values is not None and batch.image_index is not None

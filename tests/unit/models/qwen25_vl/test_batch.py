@@ -29,7 +29,7 @@ def _batch(lengths: list[int], images: list[int], width: int = 12) -> PolicyBatc
         image_grid_thw=torch.stack(grids) if grids else None,
         images_per_sample=torch.tensor(images) if grids else None,
         advantages=torch.arange(batch, dtype=torch.float32),
-        old_logprobs=torch.randn(batch, width),
+        old_log_probs=torch.randn(batch, width),
         rollout_log_probs=torch.randn(batch, width),
     )
 

@@ -19,10 +19,10 @@ import torch
 import torch.distributed as dist
 
 
-def token_logprobs_and_entropy(
+def token_log_probs_and_entropy(
     logits: torch.Tensor, tokens: torch.Tensor, *, temperature: float = 1.0, tp_group: Any = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits (b, s, V/TP) on each TP rank, tokens (b, s) -> (logprobs (b, s), entropy (b, s)), both fp32."""
+    """logits (b, s, V/TP) on each TP rank, tokens (b, s) -> (log_probs (b, s), entropy (b, s)), both fp32."""
     from megatron.core import parallel_state
     from megatron.core.tensor_parallel import vocab_parallel_cross_entropy
 
@@ -34,9 +34,9 @@ def token_logprobs_and_entropy(
     targets = torch.roll(tokens, shifts=-1, dims=1)
     entropy = _vocab_parallel_entropy(scaled.detach(), tp_group)
     # Megatron's cross entropy shifts its input in place (as in GPTModel's own loss): `scaled` is used up here.
-    logprobs = -vocab_parallel_cross_entropy(scaled, targets, tp_group=tp_group)
-    zero = logprobs.new_zeros(logprobs.shape[0], 1)
-    return torch.cat([zero, logprobs[:, :-1]], dim=1), torch.cat([zero, entropy[:, :-1]], dim=1)
+    log_probs = -vocab_parallel_cross_entropy(scaled, targets, tp_group=tp_group)
+    zero = log_probs.new_zeros(log_probs.shape[0], 1)
+    return torch.cat([zero, log_probs[:, :-1]], dim=1), torch.cat([zero, entropy[:, :-1]], dim=1)
 
 
 @torch.no_grad()
