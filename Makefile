@@ -26,7 +26,7 @@ demo-reward: setup
 	$(PY) -m nemo_spatial.reward demo --config conf/base.yaml
 
 test: setup lint typecheck
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=40
 
 test-quick: setup
 	$(PY) -m pytest -q -m "not slow"
