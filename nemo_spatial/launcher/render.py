@@ -56,7 +56,7 @@ class JobSpec:
 def render(spec: JobSpec) -> str:
     """The whole script: `bash -n` clean, one step per component."""
     body = {"train": _train_body, "eval": _eval_body, "export": _export_body}[spec.job](spec)
-    return "\n".join([*_header(spec), *_prologue(spec), JOB_LIB.read_text(), *body, ""])
+    return "\n".join([*_header(spec), JOB_LIB.read_text(), *_prologue(spec), *body, ""])
 
 
 def _header(spec: JobSpec) -> list[str]:
