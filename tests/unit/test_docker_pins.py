@@ -59,10 +59,19 @@ def test_pyproject_gpu_extra_is_gpu_txt() -> None:
 def test_dockerfile_takes_every_version_from_requirements() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     code = "\n".join(line for line in dockerfile.splitlines() if not line.lstrip().startswith("#"))
-    packages = r"(vllm|torch|torchvision|transformer[-_]engine[\w\[\]]*|flashinfer[-\w]*|megatron-\w+|transformers|tokenizers)"
+    packages = (
+        r"(vllm|torch|torchvision|transformer[-_]engine[\w\[\]]*|flashinfer[-\w]*|megatron-\w+|transformers|tokenizers)"
+    )
     hardcoded = re.findall(packages + r"==\d", code)
     assert not hardcoded, f"the Dockerfile pins {hardcoded} itself; take the version from requirements/"
-    for name in ("vllm", "megatron-bridge", "megatron-core", "transformers", "flashinfer-jit-cache", "flashinfer-cubin"):
+    for name in (
+        "vllm",
+        "megatron-bridge",
+        "megatron-core",
+        "transformers",
+        "flashinfer-jit-cache",
+        "flashinfer-cubin",
+    ):
         assert f"pin {name})" in code, f"the Dockerfile does not install {name} from requirements/"
     assert "requirements/stack.lock" in code and "transformer-engine' requirements/gpu.txt" in code
     images = re.findall(r"^ARG (\w+_IMAGE)=(\S+)$", dockerfile, re.M)

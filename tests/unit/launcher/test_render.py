@@ -70,7 +70,7 @@ def test_gpu_recipe_script_places_every_component(name: str, monkeypatch: pytest
         assert f"--host 0.0.0.0 --port $((GEN_PORT_BASE + {index}))" in command
         assert f"VLLM_PORT=$((VLLM_PORT_BASE + {index * 10}))" in shell and 'trap "" USR1' in shell
         assert f'GEN_ADDR_{index}=$(node_addr "${{NODES[{node.group(1)}]}}")' in script
-        assert f"/nemo/v1/health" in script
+        assert "/nemo/v1/health" in script
     srun, shell, _ = step_lines(script, "reward")
     assert '--nodelist="${NODES[0]}"' in srun and "CUDA_VISIBLE_DEVICES=;" in shell
     # pyxis: the image, the repository at its own path, no home, a name scoped to the job and restart
