@@ -61,7 +61,8 @@ class Plan:
         return any(server.node != 0 for server in self.servers)
 
 
-def make_plan(cfg: Config, cluster: ClusterConfig) -> Plan:
+def make_plan(cfg: Config, cluster: ClusterConfig, check: bool = True) -> Plan:
+    """The train job's placement; `check=False` (eval and export jobs, one step each) skips its checks."""
     launch, gpus = cfg.launch, cluster.gpus_per_node
     external = bool(cfg.generation.url or cfg.generation.urls)
     count = 0 if external else launch.generation_servers
@@ -87,7 +88,8 @@ def make_plan(cfg: Config, cluster: ClusterConfig) -> Plan:
         reward_service=cfg.reward_service.mode == "remote",
         reward_cpus=launch.reward_cpus,
     )
-    _check(cfg, cluster, plan, external)
+    if check:
+        _check(cfg, cluster, plan, external)
     return plan
 
 

@@ -48,7 +48,8 @@ def build_spec(args: argparse.Namespace) -> JobSpec:
     recipe = Path(args.recipe).resolve()
     repo = cluster.repo()
     shown = str(recipe.relative_to(repo)) if recipe.is_relative_to(repo) else str(recipe)  # the job runs in repo
-    return JobSpec(cfg, cluster, make_plan(cfg, cluster), shown, overrides, args.job, args.job_args)
+    plan = make_plan(cfg, cluster, check=args.job == "train")
+    return JobSpec(cfg, cluster, plan, shown, overrides, args.job, args.job_args)
 
 
 def describe(plan: Plan) -> str:

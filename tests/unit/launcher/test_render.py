@@ -116,8 +116,8 @@ def test_eval_and_export_jobs_are_one_step_on_the_run_directory(monkeypatch: pyt
     script = rendered(recipe, "--job", "eval", "--", "--benchmarks", "cvbench", "--limit", "50")
     assert "#SBATCH --nodes=1" in script and "#SBATCH --gpus-per-node=2" in script and "--signal" not in script
     assert 'python -m nemo_spatial.eval --model "$RUN_DIR" --tensor-parallel-size 2 --benchmarks cvbench' in script
-    script = rendered(recipe, "--job", "export")
-    assert 'python tools/megatron_to_hf.py --checkpoint "$RUN_DIR" --nproc 2' in script
+    script = rendered("conf/recipes/spatialthinker_qwen25vl7b_stvqa7k_1n4g_tp2.yaml", "--job", "export")
+    assert 'python tools/megatron_to_hf.py --checkpoint "$RUN_DIR" --nproc 2' in script  # no placement for one step
 
 
 def test_cluster_file_errors_name_the_key(tmp_path: Path) -> None:
