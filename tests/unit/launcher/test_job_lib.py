@@ -31,7 +31,7 @@ echo "not reached"
 
 def test_checkpoint_step_reads_the_latest_pointer(tmp_path: Path) -> None:
     (tmp_path / "checkpoints").mkdir()
-    run = f'{JOB_LIB.read_text()}\nRUN_DIR={tmp_path}\ncheckpoint_step'
+    run = f"{JOB_LIB.read_text()}\nRUN_DIR={tmp_path}\ncheckpoint_step"
     assert subprocess.run(["bash", "-c", run], capture_output=True, text=True).stdout.strip() == "0"
     (tmp_path / "checkpoints" / "latest").write_text("step_000010\n")
     assert subprocess.run(["bash", "-c", run], capture_output=True, text=True).stdout.strip() == "10"
