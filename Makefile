@@ -32,8 +32,8 @@ test-quick: setup
 	$(PY) -m pytest -q -m "not slow"
 
 lint: setup
-	$(VENV)/bin/ruff check nemo_spatial tests benchmarks tools
-	$(VENV)/bin/ruff format --check nemo_spatial tests benchmarks tools
+	$(VENV)/bin/ruff check nemo_spatial tests benchmarks tools launcher
+	$(VENV)/bin/ruff format --check nemo_spatial tests benchmarks tools launcher
 
 typecheck: setup
 	$(VENV)/bin/mypy

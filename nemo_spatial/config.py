@@ -12,7 +12,8 @@ The dataclasses are the schema and hold the defaults; conf/base.yaml spells ever
 a comment, and tests/unit/test_config_sources.py fails when the two drift. Each section lives next to its
 component: `run` here; `reward`, `reward_service` in reward/config.py; `data` in data/config.py; `algorithm` in
 algorithms/config.py; `generation` in generation/config.py; `parallel` in parallel/config.py; `policy` in
-models/qwen25_vl/config.py; `trainer` in trainer_config.py (beside trainer.py); `logging` in logging_sinks.py.
+models/qwen25_vl/config.py; `trainer` in trainer_config.py (beside trainer.py); `logging` in logging_sinks.py;
+`launch` in launcher/config.py.
 A new key is its dataclass field and one line in conf/base.yaml.
 """
 
@@ -35,6 +36,7 @@ from nemo_spatial.algorithms.config import AlgorithmConfig
 from nemo_spatial.data.config import DataConfig
 from nemo_spatial.errors import ConfigError
 from nemo_spatial.generation.config import GenerationConfig
+from nemo_spatial.launcher.config import LaunchConfig
 from nemo_spatial.logging_sinks import LoggingConfig
 from nemo_spatial.models.qwen25_vl.config import PolicyConfig
 from nemo_spatial.parallel.config import ParallelConfig
@@ -69,6 +71,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)  # SLURM placement (launcher/submit.py only)
     upstream_exact: bool = False  # every upstream-exact switch at once (nemo_spatial/upstream.py)
 
     def __post_init__(self) -> None:

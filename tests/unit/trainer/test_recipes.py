@@ -7,7 +7,9 @@ import pytest
 from nemo_spatial.config import load_config
 from nemo_spatial.sft_config import load_sft_config
 
-RECIPES = sorted(str(p) for p in (Path(__file__).resolve().parents[3] / "conf").glob("**/*.yaml"))
+CONF = Path(__file__).resolve().parents[3] / "conf"
+RECIPES = sorted(str(p) for p in CONF.glob("**/*.yaml") if p.parent.name != "cluster")  # cluster files: their schema
+CLUSTERS = sorted(str(p) for p in (CONF / "cluster").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: Path(p).name)
@@ -15,6 +17,13 @@ def test_recipe_loads(path):
     # SFT recipes (and conf/sft.yaml, their section's defaults) load with the SFT schema, a superset.
     cfg = load_sft_config(path) if "sft" in Path(path).stem else load_config(path)
     assert cfg.trainer.prompts_per_step % cfg.trainer.prompts_per_update == 0
+
+
+@pytest.mark.parametrize("path", CLUSTERS, ids=lambda p: Path(p).name)
+def test_cluster_file_loads(path):
+    from nemo_spatial.launcher.cluster import load_cluster
+
+    assert load_cluster(path).time_limit_s > 0
 
 
 def test_spatialthinker_recipes_keep_upstream_hyperparameters(repo_root):
