@@ -96,11 +96,14 @@ def build_sft_batch(
         input_ids[i, start : lengths[i]] = torch.tensor(target, dtype=torch.long)
         attention[i, : lengths[i]] = True
         target_mask[i, start : lengths[i]] = True
+    pixels = [p.pixel_values for p, _ in kept]
+    if any(values is None for values in pixels):
+        raise ValueError("SFT prompts need their pixel_values: open the stream with pixels=True (the default)")
     batch = PolicyBatch(
         input_ids=input_ids,
         attention_mask=attention,
         response_mask=target_mask,
-        pixel_values=torch.cat([p.pixel_values for p, _ in kept]),
+        pixel_values=torch.cat([values for values in pixels if values is not None]),
         image_grid_thw=torch.cat([p.image_grid_thw for p, _ in kept]).long(),
     )
     return SFTBatch(batch, [p for p, _ in kept], len(prompts) - rows, errors)

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ def _spawned_worker(rank: int, cfg_yaml: str, verbose: bool = False) -> None:
 
 def run(cfg: Config) -> None:
     """Build every component of this rank and train."""
-    from nemo_spatial.data import PromptStream
+    from nemo_spatial.data import PixelPreparer, PromptStream
     from nemo_spatial.logging_sinks import MetricsLogger
     from nemo_spatial.parallel import cpu_compat
     from nemo_spatial.report import finish_run
@@ -87,18 +88,21 @@ def run(cfg: Config) -> None:
             write_run_metadata(cfg, run_dir)
         generator, reward, decode = _driver_services(cfg, model_dir, run_dir, stack) if driver else (None, None, None)
         policy = _build_policy(cfg)
-        # The driver alone reads and prepares prompts; each rank gets those of its own rows from it.
-        prompts = PromptStream.open(cfg.data, "train", processor_path=model_dir) if driver else None
+        # The driver alone reads prompts, without pixel_values (what generation and the reward need); each rank
+        # gets those of its own rows from it and prepares their pixel_values itself (PixelPreparer).
+        open_stream = partial(PromptStream.open, cfg.data, processor_path=model_dir, pixels=False)
+        prompts = open_stream("train") if driver else None
         if prompts is not None:
             stack.callback(prompts.close)
-        val = PromptStream.open(cfg.data, "val", processor_path=model_dir) if driver and cfg.data.val_files else None
+        val = open_stream("val") if driver and cfg.data.val_files else None
         if val is not None:
             stack.callback(val.close)
         metrics = MetricsLogger(cfg.logging, run_dir, cfg.run.name, cfg.trainer.total_steps, enabled=driver)
         stack.callback(metrics.close)
         trainer = Trainer(
-            cfg, policy, prompts, generator, reward, metrics, run_dir, _pad_id(model_dir), decode, val_prompts=val
-        )
+            cfg, policy, prompts, generator, reward, metrics, run_dir, _pad_id(model_dir), decode, val_prompts=val,
+            prepare_pixels=PixelPreparer(model_dir),  # type: ignore[arg-type]  # its PromptSamples are Prompts
+        )  # fmt: skip
         trainer.fit()
     if driver:
         logger.info("done: %d steps; outputs in %s", trainer.step, Path(run_dir).resolve())
