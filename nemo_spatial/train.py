@@ -21,7 +21,7 @@ from nemo_spatial.cli import add_verbose_flag, run_main, verbose_requested
 from nemo_spatial.config import Config, load_config, to_yaml, write_run_metadata
 from nemo_spatial.console import run_console
 from nemo_spatial.preflight import preflight
-from nemo_spatial.run_lock import RUN_LOCK_HELD_ENV, RunDirLock, acquire_for_run
+from nemo_spatial.run_lock import RUN_LOCK_HELD_ENV, RunDirLock, hold_run_dir
 
 logger = logging.getLogger("nemo_spatial.train")
 
@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         from nemo_spatial.parallel.launch import single_process_env
 
         single_process_env()
-        with run_console(cfg.run_dir, verbose, rank=int(os.environ["RANK"])):
+        rank = int(os.environ["RANK"])
+        with hold_run_dir(cfg.run_dir, rank), run_console(cfg.run_dir, verbose, rank=rank):
             run(cfg)
         return 0
     preflight(cfg, args.nproc)
@@ -62,12 +63,12 @@ def _spawned_worker(rank: int, cfg_yaml: str, verbose: bool = False) -> None:
     from nemo_spatial.config import build
 
     cfg = build(Config, [OmegaConf.create(cfg_yaml)])  # type: ignore[list-item]
-    with run_console(cfg.run_dir, verbose, rank=rank):
+    with hold_run_dir(cfg.run_dir, rank), run_console(cfg.run_dir, verbose, rank=rank):  # the launcher holds it
         run(cfg)
 
 
 def run(cfg: Config) -> None:
-    """Build every component of this rank and train."""
+    """Build every component of this rank and train (inside `hold_run_dir` and `run_console`, as main does)."""
     from nemo_spatial.data import PixelPreparer, PromptStream
     from nemo_spatial.logging_sinks import MetricsLogger
     from nemo_spatial.parallel import cpu_compat
@@ -81,10 +82,7 @@ def run(cfg: Config) -> None:
     run_dir = cfg.run_dir
     model_dir = cfg.policy.hf_path
     with ExitStack() as stack:
-        if driver:
-            lock = acquire_for_run(run_dir)  # a second run in this directory fails here, naming the holder
-            if lock is not None:
-                stack.callback(lock.release)
+        if driver:  # the run directory is this run's (main took its lock, before the console's log)
             write_run_metadata(cfg, run_dir)
         generator, reward, decode = _driver_services(cfg, model_dir, run_dir, stack) if driver else (None, None, None)
         policy = _build_policy(cfg)

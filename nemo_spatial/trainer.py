@@ -42,7 +42,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -68,7 +67,6 @@ from nemo_spatial.generation.types import (
     Generator,
     GeneratorRestartedError,
     Rollout,
-    SyncStats,
     require_version,
 )
 from nemo_spatial.idle_guard import IdleGuard
@@ -83,6 +81,7 @@ from nemo_spatial.parallel.collectives import (
     run_on_driver,
 )
 from nemo_spatial.preemption import PreemptionFlag
+from nemo_spatial.refit import refit
 from nemo_spatial.reward import BatchResult, RewardSample
 from nemo_spatial.rollouts import (
     build_policy_batch,
@@ -333,41 +332,9 @@ class Trainer:
         return self.reward.score_batch(samples)
 
     def refit(self) -> dict[str, float]:
-        """Give the generator the policy's current weights unless it holds them (every rank calls this).
-
-        The weight export is collective, so every rank walks it; the driver streams it into the generator. A
-        generator restarted during the push (at weight version 0 again) is pushed to once more.
-        """
-        for _ in range(1 + max(self.cfg.generation.max_restarts, 0)):
-            current = self.collectives.run_on_driver(self._generator_version)
-            if current == self.version:
-                return {}
-            named = self.policy.named_hf_weights()
-            if not self.is_driver:
-                for _ in named:  # take part in the collective export
-                    pass
-            stats = self.collectives.run_on_driver(partial(self._push, named))
-            if stats is not None:
-                return {
-                    "sync/seconds": stats.seconds,
-                    "sync/gb_per_s": stats.gb_per_s,
-                    "sync/bytes": float(stats.num_bytes),
-                }
-        raise DriverFailedError(f"weight version {self.version} could not reach the generator")
-
-    def _generator_version(self) -> int:
-        assert self.generator is not None
-        return self.generator.weight_version
-
-    def _push(self, named: Iterator[tuple[str, torch.Tensor]]) -> SyncStats | None:
-        assert self.generator is not None
-        try:
-            return self.generator.update_weights(named, self.version)
-        except GeneratorRestartedError as error:
-            for _ in named:  # finish the collective export the other ranks are in
-                pass
-            logger.error("weight sync of version %d: %s", self.version, error)
-            return None
+        """Give the generator the policy's current weights unless it holds them (every rank calls this; the push,
+        a restarted generator's included, is nemo_spatial.refit's)."""
+        return refit(self.policy, self.generator, self.collectives, self.version, self.cfg.generation.max_restarts)
 
     # ---- validation, samples, checkpoints -----------------------------------------------------------------
     def validate(self) -> dict[str, float]:
