@@ -15,8 +15,9 @@ or a 429/502/503/504 is retried `retries` times with doubling, jittered backoff 
 a retry is safe): a server that is shutting down answers its last requests 503, and a restarted one takes them
 up. A 429/503 that says when to come back (`Retry-After`, seconds or an HTTP date) is waited for that long
 instead, bounded by `backoff_max_s`. Any other 4xx/5xx is raised at once with the server's message.
-`upstream_exact` travels with a request (the `upstream_exact` input) only when it is true: false is every
-server's default, and a server from before the switch refuses the unknown input with 400. The constructor
+`upstream_exact` travels with a request (the `upstream_exact` input) only when it is true or the server's own
+default is true (its metadata's `default_upstream_exact`): a server from before the switch refuses the unknown
+input with 400, and scores as upstream_exact=false anyway. The constructor
 checks the server once, without retrying, so an unreachable server fails fast with its host and port.
 """
 
@@ -140,6 +141,9 @@ class RemoteRewardClient:
         self._model_path = f"/v2/models/{service.model_name}"
         self._threads = ThreadPoolExecutor(service.max_in_flight, thread_name_prefix="reward-client")
         self.metadata = self._check_server(similarity)
+        # A server started with reward.upstream_exact=true must be told false; one from before the switch says
+        # nothing of it (and refuses the input).
+        self._server_exact = bool(self.metadata.get("parameters", {}).get("default_upstream_exact", False))
 
     def _check_server(self, similarity: str) -> dict[str, Any]:
         """One GET of the model's metadata, no retry: fail fast, and refuse a server that scores differently."""
@@ -193,8 +197,8 @@ class RemoteRewardClient:
             for name, field in zip(SAMPLE_INPUTS, FIELDS, strict=True)
         ]
         tensors.append(kserve.Tensor(PRESET_INPUT, "BYTES", (1, 1), [self.preset]))
-        if self.upstream_exact:  # false is the default everywhere; an older server refuses the input (400)
-            exact = np.array([True], dtype=np.bool_)
+        if self.upstream_exact or self._server_exact:  # see the module docstring
+            exact = np.array([self.upstream_exact], dtype=np.bool_)
             tensors.append(kserve.Tensor(UPSTREAM_EXACT_INPUT, "BOOL", (1, 1), exact))
         request_id = f"{os.getpid()}-{id(samples)}-{time.monotonic_ns()}"
         body, headers = kserve.encode_request(tensors, self.service.binary_data, request_id=request_id)

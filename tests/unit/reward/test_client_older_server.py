@@ -38,6 +38,7 @@ class OlderServer(ThreadingHTTPServer):
         self.refusals = list(refusals)
         self.posts: list[tuple[float, set[str]]] = []
         self.scorer = RewardScorer("spatialthinker", "trigram")
+        self.default_exact: bool | None = None  # None: an older server, which knows nothing of the switch
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -55,7 +56,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         metadata = model_metadata("reward_model", "spatialthinker", "trigram", 512)
-        metadata["inputs"] = [i for i in metadata["inputs"] if i["name"] != UPSTREAM_EXACT_INPUT]  # before the switch
+        if self.server.default_exact is None:  # before the switch
+            metadata["inputs"] = [i for i in metadata["inputs"] if i["name"] != UPSTREAM_EXACT_INPUT]
+            del metadata["parameters"]["default_upstream_exact"]
+        else:
+            metadata["parameters"]["default_upstream_exact"] = self.server.default_exact
         self._send(200, msgspec.json.encode(metadata), {"Content-Type": "application/json"})
 
     def do_POST(self) -> None:
@@ -66,7 +71,7 @@ class _Handler(BaseHTTPRequestHandler):
             status, after = self.server.refusals.pop(0)
             self._send(status, kserve.error_body("busy"), {"Retry-After": after})
             return
-        if UPSTREAM_EXACT_INPUT in request.inputs:
+        if UPSTREAM_EXACT_INPUT in request.inputs and self.server.default_exact is None:
             self._send(400, kserve.error_body(f"unexpected input {UPSTREAM_EXACT_INPUT!r}"), {})
             return
         names, binary = requested_outputs(request)
@@ -104,6 +109,10 @@ def test_upstream_exact_is_sent_only_when_true_so_an_older_server_still_scores(o
     assert UPSTREAM_EXACT_INPUT not in older_server.posts[0][1]
     with _client(older_server, upstream_exact=True) as client, pytest.raises(RewardServiceError, match="HTTP 400"):
         client.score_batch(SAMPLES)  # asked for upstream's values: it must not silently get the project's
+    assert UPSTREAM_EXACT_INPUT in older_server.posts[-1][1]
+    older_server.default_exact = True  # a newer server started with reward.upstream_exact=true: told false
+    with _client(older_server) as client:
+        client.score_batch(SAMPLES[:1])
     assert UPSTREAM_EXACT_INPUT in older_server.posts[-1][1]
 
 
