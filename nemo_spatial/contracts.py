@@ -76,7 +76,7 @@ class Prompt(Protocol):
 
     raw_prompt_ids: list[int]  # tokens with one unexpanded image pad per image (the generator's prompt)
     input_ids: torch.Tensor  # (L,) image pads expanded (the policy's prompt tokens)
-    pixel_values: torch.Tensor  # (patches, D): the processor's output for this prompt's image
+    pixel_values: torch.Tensor | None  # (patches, D): the image processor's output; None until a rank prepares it
     image_grid_thw: torch.Tensor  # (1, 3)
     image: Image.Image  # the resized image (the generator's)
     ground_truth: str

@@ -112,12 +112,16 @@ def build_policy_batch(
         response[b, start:end] = True
         rollout_log_probs[b, start:end] = torch.tensor(rollouts[i].log_probs, dtype=torch.float32)
     used = list(dict.fromkeys(i // n for i in rows))  # the prompts of these rows, each once
+    pixels = [prompts[p].pixel_values for p in used]
+    unprepared = [p for p, values in zip(used, pixels, strict=True) if values is None]
+    if unprepared:
+        raise ValueError(f"prompts {unprepared[:5]} have no pixel_values: prepare them first (data.PixelPreparer)")
     position = {p: k for k, p in enumerate(used)}
     return PolicyBatch(
         input_ids=input_ids,
         attention_mask=attention,
         response_mask=response,
-        pixel_values=torch.cat([prompts[p].pixel_values for p in used]),
+        pixel_values=torch.cat([values for values in pixels if values is not None]),
         image_grid_thw=torch.cat([prompts[p].image_grid_thw for p in used]).long(),
         image_index=torch.tensor([position[i // n] for i in rows], dtype=torch.long),
         advantages=advantages[rows].float(),

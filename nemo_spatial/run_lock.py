@@ -3,6 +3,8 @@
     lock = RunDirLock.acquire(run_dir)      # raises RunDirBusyError naming the holder (pid, host, start time)
     ...
     lock.release()                          # also released by the kernel when the holder dies, SIGKILL included
+    with hold_run_dir(run_dir, rank):       # an entry point's form: rank 0 takes it (unless its launcher holds
+        with run_console(run_dir, ...): ... # it), BEFORE anything writes into the directory (logs/ included)
 
 Two trainers writing one run directory replace each other's checkpoints, config.yaml and run_info.json and
 interleave metrics.jsonl. The lock is an advisory `flock` on the lock file: the kernel drops it when the
@@ -25,6 +27,8 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,3 +117,17 @@ def acquire_for_run(run_dir: str | Path) -> RunDirLock | None:
     if os.environ.get(RUN_LOCK_HELD_ENV, "") == str(os.getppid()):
         return None
     return RunDirLock.acquire(run_dir)
+
+
+@contextmanager
+def hold_run_dir(run_dir: str | Path, rank: int) -> Iterator[None]:
+    """Hold the run directory for the block on rank 0 (`acquire_for_run`); the other ranks hold nothing.
+
+    Entry points take it before they open the run console: a second run refused here has written nothing into
+    the first one's directory (its logs/train.log included)."""
+    lock = acquire_for_run(run_dir) if rank == 0 else None
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()

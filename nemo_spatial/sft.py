@@ -3,9 +3,11 @@
 The paper's SFT baseline row: the same Megatron Qwen2.5-VL policy (layouts, checkpoints, resume, preemption,
 metrics sinks) trained with cross-entropy on STVQA-7K's ground truth in the SpatialThinker answer format
 (sft_trainer.py, data/sft_target.py). Started like the GRPO trainer: under torchrun/srun every process runs it;
-started plainly, `--nproc` local processes. Rank 0 also starts the generation server for the validation reward
-(`sft.val_reward`). The result starts a GRPO run with `policy.init_checkpoint=<run dir>` (its latest
-checkpoint's weights) or, once exported to Hugging Face format, `policy.hf_path=<export>`.
+started plainly, `--nproc` local processes; the same preflight checks, run-directory lock (taken before the run
+console opens logs/train.log) and end-of-run report (`finish_run`). Rank 0 also starts the generation server
+for the validation reward (`sft.val_reward`). The result starts a GRPO run with
+`policy.init_checkpoint=<run dir>` (its latest checkpoint's weights) or, once exported to Hugging Face format,
+`policy.hf_path=<export>`.
 """
 
 from __future__ import annotations
@@ -18,41 +20,56 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from nemo_spatial.cli import add_verbose_flag, run_main
+from nemo_spatial.cli import add_verbose_flag, run_main, verbose_requested
+from nemo_spatial.console import run_console
+from nemo_spatial.preflight import preflight
+from nemo_spatial.run_lock import RUN_LOCK_HELD_ENV, RunDirLock, hold_run_dir
 from nemo_spatial.sft_config import SFTRunConfig, load_sft_config
 
 logger = logging.getLogger("nemo_spatial.sft")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Set up as `nemo_spatial.train` does: preflight, the run directory's lock, then the run console."""
     parser = argparse.ArgumentParser(prog="python -m nemo_spatial.sft", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="YAML under conf/ (recipes/sft_* or debug/tiny_cpu_sft)")
     parser.add_argument("--nproc", type=int, default=1, help="local processes when not under torchrun/srun")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    verbose = args.verbose or verbose_requested([])
     cfg = load_sft_config(args.config, args.overrides)
     if "RANK" in os.environ or args.nproc == 1:
         from nemo_spatial.parallel.launch import single_process_env
 
         single_process_env()
-        run(cfg)
+        rank = int(os.environ["RANK"])
+        with hold_run_dir(cfg.run_dir, rank), run_console(cfg.run_dir, verbose, rank=rank):
+            run(cfg)
         return 0
+    preflight(cfg, args.nproc)
     from nemo_spatial.config import to_yaml
     from nemo_spatial.parallel.launch import spawn
 
-    spawn(_spawned_worker, nprocs=args.nproc, args=(to_yaml(cfg),))
+    # The launcher owns the run directory (its ranks die with it); rank 0 sees it held by its parent.
+    with RunDirLock.acquire(cfg.run_dir):
+        spawn(
+            _spawned_worker,
+            nprocs=args.nproc,
+            args=(to_yaml(cfg), verbose),
+            env={RUN_LOCK_HELD_ENV: str(os.getpid())},
+        )
     return 0
 
 
-def _spawned_worker(rank: int, cfg_yaml: str) -> None:
+def _spawned_worker(rank: int, cfg_yaml: str, verbose: bool = False) -> None:
     from omegaconf import OmegaConf
 
     from nemo_spatial.config import build
 
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s")
-    run(build(SFTRunConfig, [OmegaConf.create(cfg_yaml)]))  # type: ignore[list-item]
+    cfg = build(SFTRunConfig, [OmegaConf.create(cfg_yaml)])  # type: ignore[list-item]
+    with hold_run_dir(cfg.run_dir, rank), run_console(cfg.run_dir, verbose, rank=rank):  # the launcher holds it
+        run(cfg)
 
 
 def run(cfg: SFTRunConfig) -> None:
@@ -63,9 +80,11 @@ def run(cfg: SFTRunConfig) -> None:
     from nemo_spatial.data import PromptStream
     from nemo_spatial.logging_sinks import MetricsLogger
     from nemo_spatial.parallel import cpu_compat
+    from nemo_spatial.report import finish_run
     from nemo_spatial.sft_trainer import SFTTrainer
     from nemo_spatial.train import _build_policy, _driver_services, _pad_id
 
+    preflight(cfg, int(os.environ.get("WORLD_SIZE", "1")))  # seconds, before the policy and the data workers
     cpu_compat.activate(cfg.parallel)  # the CPU mode (gloo, no GPU), before any component is built
     driver = int(os.environ.get("RANK", "0")) == 0
     run_dir, model_dir = cfg.run_dir, cfg.policy.hf_path
@@ -96,6 +115,7 @@ def run(cfg: SFTRunConfig) -> None:
         trainer.fit()
     if driver:
         logger.info("done: %d SFT steps; outputs in %s", trainer.step, Path(run_dir).resolve())
+        finish_run(run_dir)  # plots, report.md and its table on the console, as after a GRPO run
 
 
 if __name__ == "__main__":

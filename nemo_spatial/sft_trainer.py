@@ -42,7 +42,9 @@ from nemo_spatial.data.sft_target import TargetError, sft_target
 from nemo_spatial.fileio import atomic_write_text
 from nemo_spatial.generation.types import GenerationRequest
 from nemo_spatial.logging_sinks import MetricsLogger
+from nemo_spatial.parallel.collectives import TorchCollectives
 from nemo_spatial.preemption import PreemptionFlag
+from nemo_spatial.refit import refit
 from nemo_spatial.reward import RewardSample
 from nemo_spatial.sft_config import SFTRunConfig
 from nemo_spatial.trainer import PhaseTimer, _take, any_rank, reward_metrics, run_on_driver
@@ -96,11 +98,14 @@ def build_sft_batch(
         input_ids[i, start : lengths[i]] = torch.tensor(target, dtype=torch.long)
         attention[i, : lengths[i]] = True
         target_mask[i, start : lengths[i]] = True
+    pixels = [p.pixel_values for p, _ in kept]
+    if any(values is None for values in pixels):
+        raise ValueError("SFT prompts need their pixel_values: open the stream with pixels=True (the default)")
     batch = PolicyBatch(
         input_ids=input_ids,
         attention_mask=attention,
         response_mask=target_mask,
-        pixel_values=torch.cat([p.pixel_values for p, _ in kept]),
+        pixel_values=torch.cat([values for values in pixels if values is not None]),
         image_grid_thw=torch.cat([p.image_grid_thw for p, _ in kept]).long(),
     )
     return SFTBatch(batch, [p for p, _ in kept], len(prompts) - rows, errors)
@@ -241,15 +246,11 @@ class SFTTrainer:
         atomic_write_text(folder / f"step_{self.step:06d}.jsonl", "\n".join(lines) + "\n")
 
     def _sync_weights(self) -> dict[str, float]:
-        """Every rank walks the (collective) weight export; the driver streams it to the generator."""
-        self.version += 1
-        named = self.policy.named_hf_weights()
-        if not self.is_driver:
-            for _ in named:
-                pass
-            return {}
-        stats = self.generator.update_weights(named, self.version)
-        return {"sync/seconds": stats.seconds}
+        """The GRPO loop's refit (nemo_spatial.refit; a generation server restarted during the push is pushed to
+        again). The weights after step N are version N + 1: the generator starts at 0 with policy.hf_path's
+        weights, which the policy may not hold (policy.init_checkpoint), so even step 0's validation pushes."""
+        self.version = self.step + 1
+        return refit(self.policy, self.generator, TorchCollectives(), self.version, self.cfg.generation.max_restarts)
 
     # ---- checkpoints -------------------------------------------------------------------------------------
     def save(self) -> Path:

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from nemo_spatial.cli import add_verbose_flag, run_main, verbose_requested
 from nemo_spatial.config import Config, load_config, to_yaml, write_run_metadata
 from nemo_spatial.console import run_console
 from nemo_spatial.preflight import preflight
-from nemo_spatial.run_lock import RUN_LOCK_HELD_ENV, RunDirLock, acquire_for_run
+from nemo_spatial.run_lock import RUN_LOCK_HELD_ENV, RunDirLock, hold_run_dir
 
 logger = logging.getLogger("nemo_spatial.train")
 
@@ -38,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         from nemo_spatial.parallel.launch import single_process_env
 
         single_process_env()
-        with run_console(cfg.run_dir, verbose, rank=int(os.environ["RANK"])):
+        rank = int(os.environ["RANK"])
+        with hold_run_dir(cfg.run_dir, rank), run_console(cfg.run_dir, verbose, rank=rank):
             run(cfg)
         return 0
     preflight(cfg, args.nproc)
@@ -61,13 +63,13 @@ def _spawned_worker(rank: int, cfg_yaml: str, verbose: bool = False) -> None:
     from nemo_spatial.config import build
 
     cfg = build(Config, [OmegaConf.create(cfg_yaml)])  # type: ignore[list-item]
-    with run_console(cfg.run_dir, verbose, rank=rank):
+    with hold_run_dir(cfg.run_dir, rank), run_console(cfg.run_dir, verbose, rank=rank):  # the launcher holds it
         run(cfg)
 
 
 def run(cfg: Config) -> None:
-    """Build every component of this rank and train."""
-    from nemo_spatial.data import PromptStream
+    """Build every component of this rank and train (inside `hold_run_dir` and `run_console`, as main does)."""
+    from nemo_spatial.data import PixelPreparer, PromptStream
     from nemo_spatial.logging_sinks import MetricsLogger
     from nemo_spatial.parallel import cpu_compat
     from nemo_spatial.report import finish_run
@@ -80,25 +82,25 @@ def run(cfg: Config) -> None:
     run_dir = cfg.run_dir
     model_dir = cfg.policy.hf_path
     with ExitStack() as stack:
-        if driver:
-            lock = acquire_for_run(run_dir)  # a second run in this directory fails here, naming the holder
-            if lock is not None:
-                stack.callback(lock.release)
+        if driver:  # the run directory is this run's (main took its lock, before the console's log)
             write_run_metadata(cfg, run_dir)
         generator, reward, decode = _driver_services(cfg, model_dir, run_dir, stack) if driver else (None, None, None)
         policy = _build_policy(cfg)
-        # The driver alone reads and prepares prompts; each rank gets those of its own rows from it.
-        prompts = PromptStream.open(cfg.data, "train", processor_path=model_dir) if driver else None
+        # The driver alone reads prompts, without pixel_values (what generation and the reward need); each rank
+        # gets those of its own rows from it and prepares their pixel_values itself (PixelPreparer).
+        open_stream = partial(PromptStream.open, cfg.data, processor_path=model_dir, pixels=False)
+        prompts = open_stream("train") if driver else None
         if prompts is not None:
             stack.callback(prompts.close)
-        val = PromptStream.open(cfg.data, "val", processor_path=model_dir) if driver and cfg.data.val_files else None
+        val = open_stream("val") if driver and cfg.data.val_files else None
         if val is not None:
             stack.callback(val.close)
         metrics = MetricsLogger(cfg.logging, run_dir, cfg.run.name, cfg.trainer.total_steps, enabled=driver)
         stack.callback(metrics.close)
         trainer = Trainer(
-            cfg, policy, prompts, generator, reward, metrics, run_dir, _pad_id(model_dir), decode, val_prompts=val
-        )
+            cfg, policy, prompts, generator, reward, metrics, run_dir, _pad_id(model_dir), decode, val_prompts=val,
+            prepare_pixels=PixelPreparer(model_dir),  # type: ignore[arg-type]  # its PromptSamples are Prompts
+        )  # fmt: skip
         trainer.fit()
     if driver:
         logger.info("done: %d steps; outputs in %s", trainer.step, Path(run_dir).resolve())

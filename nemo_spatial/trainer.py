@@ -2,8 +2,9 @@
 generator at every step boundary.
 
 One step, as SpatialThinker's (EasyR1/veRL) trainer runs it:
- 1. the driver reads and prepares the next `trainer.prompts_per_step` prompts (the seeded, resumable stream;
-    each prompt's image is decoded, resized and processed once per step, on the driver only);
+ 1. the driver reads the next `trainer.prompts_per_step` prompts (the seeded, resumable stream): each image
+    decoded and resized, the prompt tokenized with its image pads expanded; no pixel_values (what the generator
+    and the reward need only);
  2. refit: when the generator does not hold the policy's current weight version (after an update, after a
     resume, after a restarted generation server), every rank walks the policy's (collective) weight export and
     the driver streams it to the generator;
@@ -12,8 +13,9 @@ One step, as SpatialThinker's (EasyR1/veRL) trainer runs it:
     are dropped whole;
  4. the driver scores them (in-process or the remote reward service) and broadcasts rollouts and rewards;
  5. GRPO advantages per group of n (groups by prompt index, never by text);
- 6. the driver hands each rank the prompts of its data-parallel rows only (rollouts.rank_rows), and each rank
-    builds the batch of those rows, each prompt's image held once; the policy's log-probs of
+ 6. the driver hands each rank the prompts of its data-parallel rows only (rollouts.rank_rows; uint8 images
+    and token ids), each rank prepares their pixel_values (`prepare_pixels`: the image processor, once per
+    prompt of its rows) and builds the batch of those rows, each prompt's image held once; the policy's log-probs of
     the sampled tokens before any update (`old`) and under the initial weights (`ref`, for the KL term);
  7. `prompts_per_step / prompts_per_update` optimizer steps (x ppo_epochs), each over whole groups;
  8. metrics; validation every `val_every` steps; a checkpoint every `save_every` steps, at the end, and when
@@ -40,7 +42,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -66,7 +67,6 @@ from nemo_spatial.generation.types import (
     Generator,
     GeneratorRestartedError,
     Rollout,
-    SyncStats,
     require_version,
 )
 from nemo_spatial.idle_guard import IdleGuard
@@ -81,6 +81,7 @@ from nemo_spatial.parallel.collectives import (
     run_on_driver,
 )
 from nemo_spatial.preemption import PreemptionFlag
+from nemo_spatial.refit import refit
 from nemo_spatial.reward import BatchResult, RewardSample
 from nemo_spatial.rollouts import (
     build_policy_batch,
@@ -112,11 +113,15 @@ class Trainer:
         decode: Callable[[list[int]], str] | None = None,
         val_prompts: PromptSource | None = None,
         collectives: Collectives | None = None,
+        prepare_pixels: Callable[[dict[int, Prompt]], dict[int, Prompt]] | None = None,
     ) -> None:
+        """`prepare_pixels` (every rank): the prompts of this rank's rows with their pixel_values made (the stream
+        gives none: data.PixelPreparer); None when the stream's prompts already hold them."""
         self.cfg, self.policy, self.prompts, self.val_prompts = cfg, policy, prompts, val_prompts
         self.generator, self.reward, self.metrics = generator, reward, metrics
         self.run_dir, self.pad_id, self.decode = run_dir, pad_id, decode
         self.collectives: Collectives = collectives or TorchCollectives()
+        self.prepare_pixels = prepare_pixels
         self.is_driver = self.collectives.is_driver
         if self.is_driver and (prompts is None or generator is None or reward is None or decode is None):
             raise ValueError("the driver rank needs the prompt stream, a generator, a reward client and decode")
@@ -234,6 +239,9 @@ class Trainer:
         rows = [i for share in shares for i in share]
         with timer("scatter_prompts"):
             own = self.collectives.scatter_from_driver(self._prompts_of_ranks(prompts, minibatches, n))
+        if self.prepare_pixels is not None:
+            with timer("prepare_pixels"):
+                own = self.prepare_pixels(own)
         batch = build_policy_batch(own, rollouts, n, advantages, self.pad_id, rows)
         weights = upstream_loss_weights([len(r.token_ids) for r in rollouts], minibatches, self.cfg)
         if weights is not None:  # upstream-microbatch-mean: each row's weight from its whole optimizer step
@@ -324,41 +332,9 @@ class Trainer:
         return self.reward.score_batch(samples)
 
     def refit(self) -> dict[str, float]:
-        """Give the generator the policy's current weights unless it holds them (every rank calls this).
-
-        The weight export is collective, so every rank walks it; the driver streams it into the generator. A
-        generator restarted during the push (at weight version 0 again) is pushed to once more.
-        """
-        for _ in range(1 + max(self.cfg.generation.max_restarts, 0)):
-            current = self.collectives.run_on_driver(self._generator_version)
-            if current == self.version:
-                return {}
-            named = self.policy.named_hf_weights()
-            if not self.is_driver:
-                for _ in named:  # take part in the collective export
-                    pass
-            stats = self.collectives.run_on_driver(partial(self._push, named))
-            if stats is not None:
-                return {
-                    "sync/seconds": stats.seconds,
-                    "sync/gb_per_s": stats.gb_per_s,
-                    "sync/bytes": float(stats.num_bytes),
-                }
-        raise DriverFailedError(f"weight version {self.version} could not reach the generator")
-
-    def _generator_version(self) -> int:
-        assert self.generator is not None
-        return self.generator.weight_version
-
-    def _push(self, named: Iterator[tuple[str, torch.Tensor]]) -> SyncStats | None:
-        assert self.generator is not None
-        try:
-            return self.generator.update_weights(named, self.version)
-        except GeneratorRestartedError as error:
-            for _ in named:  # finish the collective export the other ranks are in
-                pass
-            logger.error("weight sync of version %d: %s", self.version, error)
-            return None
+        """Give the generator the policy's current weights unless it holds them (every rank calls this; the push,
+        a restarted generator's included, is nemo_spatial.refit's)."""
+        return refit(self.policy, self.generator, self.collectives, self.version, self.cfg.generation.max_restarts)
 
     # ---- validation, samples, checkpoints -----------------------------------------------------------------
     def validate(self) -> dict[str, float]:

@@ -93,15 +93,16 @@ class PromptStream:
         self._orders: dict[int, np.ndarray] = {}
 
     @classmethod
-    def open(cls, cfg: DataConfig, split: str, processor_path: str) -> PromptStream:
-        """The train (shuffled) or val (file order) stream of a DataConfig."""
+    def open(cls, cfg: DataConfig, split: str, processor_path: str, pixels: bool = True) -> PromptStream:
+        """The train (shuffled) or val (file order) stream of a DataConfig; `pixels=False`: samples without
+        pixel_values (a data.PixelPreparer makes them where they are trained on; see data/processing.py)."""
         if split not in ("train", "val"):
             raise ValueError(f"split must be train or val, got {split!r}")
         spec = cfg.train_files if split == "train" else cfg.val_files
         if not spec:
             raise DataSourceError(f"data.{split}_files is empty")
         rows = load_rows(spec, cfg)
-        processor = PromptProcessor(cfg, processor_path)
+        processor = PromptProcessor(cfg, processor_path, pixels=pixels)
         processor.load()  # a bad model path fails here, at once (workers load their own copy)
         return cls(rows, processor, cfg, spec, shuffle=cfg.shuffle and split == "train")
 

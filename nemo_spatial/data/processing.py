@@ -7,6 +7,10 @@ What it computes, per row (upstream `RLHFDataset.__getitem__`):
 3. The Qwen2.5-VL processor (from the model's directory): `input_ids` with `<|image_pad|>` expanded to
    grid_t*grid_h*grid_w / merge^2 tokens, `pixel_values`, `image_grid_thw`, `mm_token_type_ids`;
    `raw_prompt_ids` are the same text tokenized with ONE `<|image_pad|>` (what vLLM takes; it expands itself).
+   With `pixels=False` (the GRPO driver's streams) the image processor is not run: `image_grid_thw` comes from
+   the image's size by the processor's own `smart_resize`, the prompt text is expanded to that many image pads
+   and tokenized (the same input_ids, checked in the tests), and `pixel_values` stay None; `PixelPreparer`
+   computes them later, on the rank that trains on the prompt (the fp32 patches are ~8x the image's bytes).
 4. No mRoPE position ids: the policy's model derives them from input_ids and image_grid_thw on every pipeline
    stage, and vLLM computes its own, so none is computed here (nothing would read it).
 5. Prompts longer than max_prompt_length: `filter` skips the row (counted, warned), `truncate` drops tokens
@@ -20,7 +24,7 @@ so a data worker never dies on one bad row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -40,7 +44,7 @@ class PromptSample:
     raw_prompt_ids: list[int]  # prompt_text tokenized (for vLLM, with the image as multi_modal_data)
     input_ids: torch.Tensor  # image pads expanded (for the trainer's forward)
     attention_mask: torch.Tensor
-    pixel_values: torch.Tensor
+    pixel_values: torch.Tensor | None  # None until PixelPreparer ran (a stream opened with pixels=False)
     image_grid_thw: torch.Tensor  # (1, 3)
     image: Any  # the resized PIL image (what vLLM gets)
     ground_truth: str  # row[answer_key]: the reward's ground truth
@@ -61,9 +65,10 @@ class SampleError:
 class PromptProcessor:
     """Turns rows into PromptSamples; holds the HF processor (loaded from `processor_path` on first use)."""
 
-    def __init__(self, cfg: DataConfig, processor_path: str) -> None:
+    def __init__(self, cfg: DataConfig, processor_path: str, pixels: bool = True) -> None:
         self.cfg = cfg
         self.processor_path = processor_path
+        self.pixels = pixels  # False: no pixel_values (PixelPreparer makes them where they are trained on)
         self.format_prompt = cfg.format_prompt or default_format_prompt(cfg.prompt_format)
         self._processor: Any = None
 
@@ -107,7 +112,7 @@ class PromptProcessor:
             return SampleError(index, "image", f"row {index}: {error}")
         prompt = self.chat_prompt(row[cfg.prompt_key])
         try:
-            encoded = self.processor(images=[image], text=[prompt], add_special_tokens=False, return_tensors="pt")
+            encoded = self._encode(image, prompt)
         except ValueError as error:
             return SampleError(index, "processor", f"row {index}: the processor rejected it: {error}")
         raw_ids = self.processor.tokenizer.encode(prompt, add_special_tokens=False)
@@ -133,7 +138,7 @@ class PromptProcessor:
             raw_prompt_ids=list(raw_ids),
             input_ids=ids,
             attention_mask=torch.ones_like(ids),
-            pixel_values=encoded["pixel_values"],
+            pixel_values=encoded.get("pixel_values"),
             image_grid_thw=grid,
             image=image,
             ground_truth=row[cfg.answer_key],
@@ -141,6 +146,21 @@ class PromptProcessor:
             truncated_tokens=truncated,
             metadata={k: row[k] for k in METADATA_COLUMNS if k in row},
         )
+
+    def _encode(self, image: Any, prompt: str) -> dict[str, torch.Tensor]:
+        """input_ids (1, L), mm_token_type_ids (1, L), image_grid_thw (1, 3), and pixel_values when `self.pixels`."""
+        processor = self.processor
+        if self.pixels:
+            out = processor(images=[image], text=[prompt], add_special_tokens=False, return_tensors="pt")
+            return dict(out)
+        grid = image_grid(processor.image_processor, image)
+        pads = int(grid.prod()) // processor.image_processor.merge_size**2
+        expanded = prompt.replace(processor.image_token, processor.image_token * pads)
+        ids = processor.tokenizer([expanded], add_special_tokens=False, return_tensors="pt")["input_ids"]
+        types = (ids == processor.image_token_id).long()
+        if int(types.sum()) != pads:
+            raise ValueError(f"the prompt holds {int(types.sum())} image tokens, not {pads}")
+        return {"input_ids": ids, "mm_token_type_ids": types, "image_grid_thw": grid}
 
     def _truncate(
         self, ids: torch.Tensor, types: torch.Tensor, raw_ids: list[int], excess: int
@@ -153,3 +173,51 @@ class PromptProcessor:
         raw_start = raw_ids.index(self.vision_end_id) + 1
         keep = torch.cat([torch.arange(start), torch.arange(start + excess, ids.shape[0])])
         return ids[keep], types[keep], raw_ids[:raw_start] + raw_ids[raw_start + excess :]
+
+
+def image_grid(image_processor: Any, image: Any) -> torch.Tensor:
+    """(1, 3) int64 (t, h, w) patch grid the Qwen2.5-VL image processor gives this image, from its size alone
+    (the processor's own `smart_resize`, its defaults: what `get_number_of_image_patches` computes for vLLM)."""
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    size = image_processor.size
+    factor = image_processor.patch_size * image_processor.merge_size
+    height, width = smart_resize(
+        image.height, image.width, factor, min_pixels=size["shortest_edge"], max_pixels=size["longest_edge"]
+    )
+    patch = image_processor.patch_size
+    return torch.tensor([[1, height // patch, width // patch]], dtype=torch.long)
+
+
+class PixelPreparer:
+    """A rank's image preparation: the Qwen2.5-VL image processor's pixel_values for the prompts it trains on.
+
+    Deterministic (the same image gives the same patches as the full processor call), so where a prompt's
+    patches are made does not change the losses; the patch grid must equal the one its input_ids were
+    expanded for (`image_grid`), else the prompt's tokens and image would disagree.
+    """
+
+    def __init__(self, processor_path: str) -> None:
+        self.processor_path = processor_path
+        self._image_processor: Any = None
+        self.prepared = 0  # images prepared so far (the benchmark and the tests read it)
+
+    def __call__(self, prompts: dict[int, PromptSample]) -> dict[int, PromptSample]:
+        """The same prompts, each with its pixel_values (prepared here where it had none)."""
+        return {index: self.prepare(prompt) for index, prompt in prompts.items()}
+
+    def prepare(self, prompt: PromptSample) -> PromptSample:
+        if prompt.pixel_values is not None:
+            return prompt
+        if self._image_processor is None:
+            from transformers import AutoImageProcessor
+
+            self._image_processor = AutoImageProcessor.from_pretrained(self.processor_path)
+        out = self._image_processor(images=[prompt.image], return_tensors="pt")
+        if not torch.equal(out["image_grid_thw"].long(), prompt.image_grid_thw.long()):
+            raise ValueError(
+                f"row {prompt.row}: the image processor gives grid {out['image_grid_thw'].tolist()}, the prompt's "
+                f"tokens were expanded for {prompt.image_grid_thw.tolist()} (processor files differ?)"
+            )
+        self.prepared += 1
+        return replace(prompt, pixel_values=out["pixel_values"])

@@ -13,13 +13,17 @@ The remote client splits a rollout into requests of `batch_size` samples, sends 
 (urllib3 connection pool, one thread each), and puts the answers back in order. A lost connection, a timeout,
 or a 429/502/503/504 is retried `retries` times with doubling, jittered backoff (scoring is a pure function, so
 a retry is safe): a server that is shutting down answers its last requests 503, and a restarted one takes them
-up. Any other 4xx/5xx is raised at once with the server's message. `upstream_exact` travels with every
-request (the `upstream_exact` input), as the preset does. The constructor checks the
-server once, without retrying, so an unreachable server fails fast with its host and port.
+up. A 429/503 that says when to come back (`Retry-After`, seconds or an HTTP date) is waited for that long
+instead, bounded by `backoff_max_s`. Any other 4xx/5xx is raised at once with the server's message.
+`upstream_exact` travels with a request (the `upstream_exact` input) only when it is true or the server's own
+default is true (its metadata's `default_upstream_exact`): a server from before the switch refuses the unknown
+input with 400, and scores as upstream_exact=false anyway. The constructor
+checks the server once, without retrying, so an unreachable server fails fast with its host and port.
 """
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import os
 import random
@@ -137,6 +141,9 @@ class RemoteRewardClient:
         self._model_path = f"/v2/models/{service.model_name}"
         self._threads = ThreadPoolExecutor(service.max_in_flight, thread_name_prefix="reward-client")
         self.metadata = self._check_server(similarity)
+        # A server started with reward.upstream_exact=true must be told false; one from before the switch says
+        # nothing of it (and refuses the input).
+        self._server_exact = bool(self.metadata.get("parameters", {}).get("default_upstream_exact", False))
 
     def _check_server(self, similarity: str) -> dict[str, Any]:
         """One GET of the model's metadata, no retry: fail fast, and refuse a server that scores differently."""
@@ -190,8 +197,9 @@ class RemoteRewardClient:
             for name, field in zip(SAMPLE_INPUTS, FIELDS, strict=True)
         ]
         tensors.append(kserve.Tensor(PRESET_INPUT, "BYTES", (1, 1), [self.preset]))
-        exact = np.array([self.upstream_exact], dtype=np.bool_)
-        tensors.append(kserve.Tensor(UPSTREAM_EXACT_INPUT, "BOOL", (1, 1), exact))
+        if self.upstream_exact or self._server_exact:  # see the module docstring
+            exact = np.array([self.upstream_exact], dtype=np.bool_)
+            tensors.append(kserve.Tensor(UPSTREAM_EXACT_INPUT, "BOOL", (1, 1), exact))
         request_id = f"{os.getpid()}-{id(samples)}-{time.monotonic_ns()}"
         body, headers = kserve.encode_request(tensors, self.service.binary_data, request_id=request_id)
         content, header_length = self._post(body, {**self._headers, **headers}, n)
@@ -204,6 +212,7 @@ class RemoteRewardClient:
     def _post(self, body: bytes, headers: dict[str, str], n: int) -> tuple[bytes, str | None]:
         failure = ""
         for attempt in range(self.service.retries + 1):
+            asked: float | None = None  # the server's Retry-After, seconds
             try:
                 response = self._pool.urlopen("POST", f"{self._model_path}/infer", body=body, headers=headers)
             except urllib3.exceptions.HTTPError as error:
@@ -214,9 +223,13 @@ class RemoteRewardClient:
                 failure = f"HTTP {response.status}: {_message(response.data)}"
                 if response.status not in RETRY_STATUSES:
                     raise RewardServiceError(f"reward server {self.where} refused a batch of {n} samples: {failure}")
+                if response.status in (429, 503):
+                    asked = retry_after_s(response.headers.get("Retry-After"))
             if attempt < self.service.retries:
                 # Jitter, so that the ranks of a job that lost the server together do not return in lockstep.
                 delay = min(self.service.backoff_s * 2**attempt, self.service.backoff_max_s) * random.uniform(0.5, 1)
+                if asked is not None:  # the server said when: as asked, within backoff_max_s
+                    delay = min(asked, self.service.backoff_max_s)
                 logger.warning(
                     "reward server %s: %s; retry %d of %d in %.1f s",
                     self.where,
@@ -294,6 +307,23 @@ def summarise(results: list[RewardResult]) -> BatchResult:
             "; ".join(batch.first_errors),
         )
     return batch
+
+
+def retry_after_s(value: str | None, now: float | None = None) -> float | None:
+    """Seconds a `Retry-After` header asks to wait (delay-seconds or an HTTP date; RFC 9110 10.2.3); None when
+    absent or unreadable (the client's own backoff applies then)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def _reason(error: Exception) -> str:

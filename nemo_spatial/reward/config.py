@@ -93,7 +93,7 @@ class RewardServiceConfig:
     connect_timeout_s: float = 5.0
     retries: int = 5  # further attempts after a failed one (connection lost, 502/503/504, timeout)
     backoff_s: float = 0.5  # wait before the first retry; doubles each time up to backoff_max_s
-    backoff_max_s: float = 8.0
+    backoff_max_s: float = 8.0  # also bounds a 429/503 Retry-After wait
     batch_size: int = 512  # samples per request
     max_in_flight: int = 4  # concurrent requests of one client
     binary_data: bool = True  # v2 binary tensor extension; false sends JSON only

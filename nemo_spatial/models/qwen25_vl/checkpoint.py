@@ -198,24 +198,48 @@ def resolve_init_checkpoint(location: str | Path) -> Path:
     """The policy checkpoint directory that `policy.init_checkpoint=location` names.
 
     Accepted: a policy directory (holding the marker file), a trainer checkpoint `step_N/` (its `policy/`), or
-    a run directory (its `checkpoints/latest`). Anything else is a ConfigError that says what was found.
+    a run directory (its `checkpoints/latest`). Anything else is a ConfigError that says what was found. The
+    checkpoint's manifest is verified as on resume (`verified_init_checkpoint`).
     """
     from nemo_spatial.checkpoint import POLICY_DIR, latest_checkpoint
     from nemo_spatial.errors import ConfigError
 
     path = Path(location)
     if (path / MARKER).is_file():
-        return path
+        return verified_init_checkpoint(path, location)
     if (path / POLICY_DIR / MARKER).is_file():
-        return path / POLICY_DIR
+        return verified_init_checkpoint(path / POLICY_DIR, location)
     if (path / "checkpoints").is_dir():
         latest = latest_checkpoint(path)
         if latest is not None and (latest / POLICY_DIR / MARKER).is_file():
-            return latest / POLICY_DIR
+            return verified_init_checkpoint(latest / POLICY_DIR, location)
     raise ConfigError(
         f"policy.init_checkpoint={str(location)!r} is not a policy checkpoint: expected a run directory (with "
         f"checkpoints/latest), a checkpoint directory step_N/ (with policy/), or a policy/ directory (with {MARKER})"
     )
+
+
+def verified_init_checkpoint(policy_dir: Path, location: str | Path) -> Path:
+    """`policy_dir` when its trainer checkpoint's MANIFEST.json (step_N/, its parent) holds for every file, as
+    resume checks it; a missing, truncated or changed file is a CheckpointError naming policy.init_checkpoint and
+    the file. Rank 0 reads every byte once and tells the other ranks. A policy directory outside a checkpoint
+    with a manifest (copied out by hand, or saved before manifests) loads unverified, with a warning."""
+    from nemo_spatial.checkpoint_manifest import MANIFEST_FILE, CheckpointError, verify_manifest
+
+    checkpoint = policy_dir.parent
+    if not (checkpoint / MANIFEST_FILE).is_file():
+        logger.warning("policy.init_checkpoint: %s has no %s: not verified", checkpoint, MANIFEST_FILE)
+        return policy_dir
+    several = dist.is_initialized() and dist.get_world_size() > 1
+    box: list[str | None] = [verify_manifest(checkpoint) if not several or dist.get_rank() == 0 else None]
+    if several:
+        dist.broadcast_object_list(box, src=0)
+    if box[0] is not None:
+        raise CheckpointError(
+            f"policy.init_checkpoint={str(location)!r}: {box[0]}; the checkpoint is damaged: point "
+            "policy.init_checkpoint at another checkpoint (a step_N/ directory of the run) or re-create it"
+        )
+    return policy_dir
 
 
 def uses_distributed_optimizer(optimizer: Any) -> bool:

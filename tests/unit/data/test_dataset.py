@@ -184,3 +184,28 @@ def test_validation_pass_is_in_file_order_and_leaves_the_position(data_cfg, tiny
     stream = _open(data_cfg(), tiny_model_dir, split="val")
     assert [s.row for s in stream.one_pass()] == list(range(9))
     assert stream.state_dict()["offset"] == 0 and not stream.shuffle
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"overlong": "truncate", "max_prompt_length": 60}, {"min_pixels": 300 * 200, "max_pixels": 517 * 389}],
+)
+def test_a_stream_without_pixels_then_the_pixel_preparer_give_the_full_samples(
+    data_cfg, tiny_model_dir: Path, overrides: dict
+) -> None:
+    """The GRPO driver's light stream (grid from the image size, no image processor) + a rank's PixelPreparer
+    give exactly what the processor's own call gives: tokens, grid, patches (so the losses cannot change)."""
+    from nemo_spatial.data import PixelPreparer
+
+    cfg = data_cfg(shuffle=False, **overrides)
+    full = list(_open(cfg, tiny_model_dir).one_pass())[:6]
+    light = list(PromptStream.open(cfg, "train", processor_path=str(tiny_model_dir), pixels=False).one_pass())[:6]
+    assert all(s.pixel_values is None for s in light)
+    preparer = PixelPreparer(str(tiny_model_dir))
+    prepared = preparer(dict(enumerate(light)))
+    assert preparer.prepared == 6 and preparer(prepared) == prepared and preparer.prepared == 6  # once each
+    assert any(s.truncated_tokens for s in full) == ("max_prompt_length" in overrides)
+    for a, b in zip(full, prepared.values(), strict=True):
+        assert a.row == b.row and a.raw_prompt_ids == b.raw_prompt_ids and a.truncated_tokens == b.truncated_tokens
+        assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.image_grid_thw, b.image_grid_thw)
+        assert torch.equal(a.pixel_values, b.pixel_values)

@@ -50,13 +50,16 @@ def test_a_second_run_is_refused_naming_the_holder_and_a_killed_holder_frees_the
         pass
 
 
-def test_train_refuses_a_run_directory_in_use_within_seconds(tiny_model_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("entry", "config"), [("train", "tiny_cpu"), ("sft", "tiny_cpu_sft")])
+def test_train_refuses_a_run_directory_in_use_within_seconds(
+    tiny_model_dir: Path, tmp_path: Path, entry: str, config: str
+) -> None:
     run_dir = tmp_path / "busy"
     holder = _holder(run_dir)
     try:
         started = time.monotonic()
         done = subprocess.run(
-            [sys.executable, "-m", "nemo_spatial.train", "--config", "conf/debug/tiny_cpu.yaml",
+            [sys.executable, "-m", f"nemo_spatial.{entry}", "--config", f"conf/debug/{config}.yaml",
              f"policy.hf_path={tiny_model_dir}", f"run.output_dir={tmp_path}", "run.name=busy",
              f"data.cache_dir={tmp_path / 'cache'}"],
             cwd=REPO, capture_output=True, text=True, timeout=300,
@@ -69,4 +72,5 @@ def test_train_refuses_a_run_directory_in_use_within_seconds(tiny_model_dir: Pat
     assert f"in use by another run (pid {holder.pid}" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (run_dir / "config.yaml").exists()  # the holder's files are not replaced
+    assert not (run_dir / "logs").exists()  # nor its log appended to: the lock is taken before the console opens it
     assert elapsed < 120, elapsed  # no generation server was started (that alone takes ~30 s here)

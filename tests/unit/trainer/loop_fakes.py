@@ -11,7 +11,7 @@ import json
 import os
 import signal
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,23 +57,29 @@ class FakePrompt:
     row: int
     raw_prompt_ids: list[int]
     input_ids: torch.Tensor
-    pixel_values: torch.Tensor
+    pixel_values: torch.Tensor | None
     image_grid_thw: torch.Tensor
     image: Image.Image
     ground_truth: str
     problem: str
 
 
-class FakePrompts:
-    """Prompt i: tokens [1, i+2, ...], a 4-patch image filled with i; resumable by position."""
+def fake_pixels(row: int) -> torch.Tensor:
+    return torch.full((PATCHES, 6), float(row))
 
-    def __init__(self) -> None:
+
+class FakePrompts:
+    """Prompt i: tokens [1, i+2, ...], a 4-patch image filled with i; resumable by position. `pixels=False`:
+    no pixel_values (as the GRPO driver's stream gives them; a `FakePixelPreparer` makes them)."""
+
+    def __init__(self, pixels: bool = True) -> None:
         self.offset = 0
+        self.pixels = pixels
 
     def _prompt(self, row: int) -> FakePrompt:
         ids = torch.tensor([1, row + 2] + [3] * (PROMPT_TOKENS - 2))
         return FakePrompt(
-            row, ids.tolist(), ids, torch.full((PATCHES, 6), float(row)), torch.tensor([[1, 2, 2]]),
+            row, ids.tolist(), ids, fake_pixels(row) if self.pixels else None, torch.tensor([[1, 2, 2]]),
             Image.new("RGB", (8, 8), (row % 255, 0, 0)), f"answer {row}", f"Image size: (8 x 8) question {row}",
         )  # fmt: skip
 
@@ -93,6 +99,17 @@ class FakePrompts:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.offset = state["offset"]
+
+
+@dataclass
+class FakePixelPreparer:
+    """A rank's pixel preparation: records the rows of the prompts it was handed, per step."""
+
+    calls: list[list[int]] = field(default_factory=list)
+
+    def __call__(self, prompts: dict[int, Any]) -> dict[int, Any]:
+        self.calls.append(sorted(p.row for p in prompts.values()))
+        return {i: replace(p, pixel_values=fake_pixels(p.row)) for i, p in prompts.items()}
 
 
 @dataclass

@@ -22,6 +22,7 @@ from nemo_spatial.reward.client import RewardServiceError
 from nemo_spatial.trainer import Trainer
 from tests.unit.trainer.loop_fakes import (
     FakeGenerator,
+    FakePixelPreparer,
     FakePolicy,
     FakePrompts,
     FakeReward,
@@ -125,10 +126,11 @@ def _two_rank_worker(rank: int, tmp: str, signal_rank: int | None, restart_calls
         policy = FakePolicy(rank=rank, size=2, micro_batch_size=1, signal_at_step=4 if rank == signal_rank else None)
         driver = rank == 0
         generator = FakeGenerator(restart_on_calls=set(restart_calls)) if driver else None
+        pixels = FakePixelPreparer()  # the driver's prompts come without pixel_values; each rank makes its own
         trainer = Trainer(
-            cfg, policy, FakePrompts() if driver else None, generator, FakeReward() if driver else None,
+            cfg, policy, FakePrompts(pixels=False) if driver else None, generator, FakeReward() if driver else None,
             metrics_logger(cfg, enabled=driver), cfg.run_dir, pad_id=0, decode=decode if driver else None,
-            collectives=TorchCollectives(),
+            collectives=TorchCollectives(), prepare_pixels=pixels,
         )  # fmt: skip
         trainer.fit()
         return {
@@ -137,6 +139,7 @@ def _two_rank_worker(rank: int, tmp: str, signal_rank: int | None, restart_calls
             "pushes": generator.pushes if generator else None,
             "latest": str(latest_checkpoint(cfg.run_dir)),
             "rows": policy.trained_rows,
+            "prepared": pixels.calls,
         }
     finally:
         dist.destroy_process_group()
@@ -149,6 +152,9 @@ def test_a_signal_to_one_rank_stops_both_after_the_same_step_with_a_checkpoint(t
     assert driver["step"] == other["step"] == 2
     assert driver["latest"] == other["latest"] and driver["latest"].endswith("step_000002")
     assert other["rows"] == [2, 2, 2, 2]  # each rank trains on its half of each update's 4 samples
+    # Each rank prepared the images of its own rows' prompts only, each prompt of a step once over both ranks
+    # (4 prompts a step, 2 updates of 2 prompts x n=2, 1 sample a rank a micro-batch: rank 0 has prompts 0, 2).
+    assert driver["prepared"] == [[0, 2], [4, 6]] and other["prepared"] == [[1, 3], [5, 7]]
 
 
 @pytest.mark.distributed

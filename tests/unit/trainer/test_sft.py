@@ -9,11 +9,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from nemo_spatial.checkpoint_manifest import CheckpointError, write_manifest
 from nemo_spatial.data.sft_target import sft_target
 from nemo_spatial.errors import ConfigError
+from nemo_spatial.generation.types import GeneratorRestartedError
 from nemo_spatial.models.qwen25_vl.checkpoint import MARKER, resolve_init_checkpoint
 from nemo_spatial.sft_config import load_sft_config
-from nemo_spatial.sft_trainer import build_sft_batch, sft_loss_fn
+from nemo_spatial.sft_trainer import SFTTrainer, build_sft_batch, sft_loss_fn
+from tests.unit.trainer.loop_fakes import FakeGenerator, FakePolicy
 
 TRUTH = '<scene>{"objects": [{"id": "cat.1", "bbox": [1, 2, 3, 4]}], "relationships": []}</scene><answer>(A) x</answer>'
 EOS, PAD = 99, 0
@@ -93,3 +96,43 @@ def test_init_checkpoint_accepts_a_run_a_checkpoint_or_a_policy_directory(tmp_pa
     assert resolve_init_checkpoint(policy) == policy
     with pytest.raises(ConfigError, match="policy.init_checkpoint=.*is not a policy checkpoint"):
         resolve_init_checkpoint(tmp_path / "nothing")
+    # Verified as on resume: the checkpoint's manifest must hold for every file.
+    write_manifest(run / "checkpoints" / "step_000004")
+    assert resolve_init_checkpoint(run) == policy
+    (policy / MARKER).write_text(json.dumps({"step": 5}))  # the same size, another digest
+    for location in (run, policy):
+        with pytest.raises(CheckpointError, match=f"policy.init_checkpoint=.*{MARKER} has changed since it was saved"):
+            resolve_init_checkpoint(location)
+
+
+class _RestartsDuringThePush(FakeGenerator):
+    """A generation server that dies and comes back (version 0) during its first weight push."""
+
+    def update_weights(self, named_tensors, version):  # type: ignore[no-untyped-def]
+        if not self.restart_on_calls:
+            self.restart_on_calls.add(-1)  # once
+            raise GeneratorRestartedError(f"restarted during the push of version {version}")
+        return super().update_weights(named_tensors, version)
+
+
+def test_the_sft_weight_sync_is_the_grpo_refit_and_survives_a_restarted_server(repo_root, tmp_path):
+    cfg = load_sft_config(repo_root / "conf/debug/tiny_cpu_sft.yaml", [f"run.output_dir={tmp_path}"])
+    generator = _RestartsDuringThePush()
+    trainer = SFTTrainer(
+        cfg,
+        FakePolicy(),
+        None,
+        None,
+        _encode,
+        EOS,
+        PAD,
+        None,
+        tmp_path,
+        generator=generator,  # type: ignore[arg-type]
+    )
+    assert "sync/seconds" in trainer._sync_weights()  # step 0 pushes (policy.init_checkpoint may differ from hf_path)
+    assert generator.pushes == [1]  # pushed again after the restart
+    assert trainer._sync_weights() == {}  # it holds these weights: nothing to push
+    trainer.step = 3
+    trainer._sync_weights()
+    assert generator.pushes == [1, 4]
