@@ -17,7 +17,8 @@ the choices it makes:
 - The data position: each batch carries the stream's state right after it was drawn; the loop records the
   state of the batch it trains (`consumed_state`) and the checkpoint saves that one, not the stream's own
   (which is k batches ahead). A run killed with rollouts in flight loses them, and the resumed run draws and
-  generates those prompts again: none is trained twice, none skipped.
+  generates those prompts again: none is trained twice, none skipped. (The stream's logged counters, data/epoch
+  and the skipped rows, include the prefetched batches.)
 The policy lag is corrected by truncated importance sampling (algorithm.tis): the trainer's pi_old against
 the sampling log-probs, which now differ by up to k updates, not only by kernels (algorithms/rollout_correction).
 """
