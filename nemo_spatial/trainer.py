@@ -28,9 +28,9 @@ first; with one PPO epoch every sample is used once either way). Sampling is not
 (`generation.sampling.seed` stays as configured): vLLM's CPU build crashes on per-request seeds ("CPU
 Generator does not use offset"), so a resumed run continues with the same prompts and weights but fresh
 samples.
-Overlapped GRPO (`trainer.async_rollouts: k` > 0, off by default): steps 2-3 run at the step boundary on the
-batch generated in the background while the previous step trained (weights at most k versions old, the lag
-logged); nemo_spatial.async_rollouts states its choices. With k = 0 the loop is the synchronous one above.
+Overlapped GRPO (`trainer.async_rollouts: k` > 0, off by default): points 1-3 take the batch that was drawn and
+generated in the background while the previous step trained (weights at most k versions old, the lag logged),
+refit between requests; nemo_spatial.async_rollouts states its choices. With k = 0 the loop is the one above.
 The loop sees only the interfaces of nemo_spatial.contracts (Policy, Generator, RewardClient, PromptSource,
 Collectives) and the neutral batch (nemo_spatial.batch); it never touches Megatron, vLLM or a reward's internals.
 """
