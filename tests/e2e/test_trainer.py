@@ -121,7 +121,8 @@ def test_async_rollouts_learn_the_same_reward_and_resume_after_kill_9(tiny_model
     Every other step samples the weights one update old (lag 1), i.e. 8 optimizer steps old here
     (prompts_per_update=1), corrected by TIS. Measured on this setup in one session (TP=2, 2 cores):
     synchronous 0.13 / 0.58 / 0.95 / 0.98 at steps 1 / 7 / 11 / 12; async with TIS, no kill, 0.13 / 0.52 / 0.94
-    / 0.92; async without TIS, with the kill, 0.13 / 0.22 / 0.56 / 0.87. The margins below hold for all three.
+    / 0.92; async with TIS and the kill (this test) 0.13 / 0.34 / 0.96 / 0.95; async without TIS, with the kill,
+    0.13 / 0.22 / 0.56 / 0.87. The margins below hold for all four.
     """
     run_dir = tmp_path / "async"
     command = _train_command(
@@ -152,7 +153,7 @@ def test_async_rollouts_learn_the_same_reward_and_resume_after_kill_9(tiny_model
     assert final["weight_version"] == 12 and (final["data_state"]["epoch"], final["data_state"]["offset"]) == (1, 32)
     rewards = [m["reward/overall/mean"] for m in metrics]
     assert rewards[0] < 0.2, rewards
-    assert max(rewards[-3:]) > 0.6 and min(rewards[-3:]) > rewards[0] + 0.2, rewards
+    assert max(rewards[-3:]) > 0.8 and min(rewards[-3:]) > rewards[0] + 0.3, rewards
 
 
 def _wait_for(done: Callable[[], bool], process: subprocess.Popen, log: Path, timeout_s: float = 900) -> None:
