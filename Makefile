@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo demo-reward serve-reward bench-reward-service bench-data bench-policy bench-generation bench-batch-flow test test-quick lint typecheck bench-reward lock clean
+.PHONY: setup demo demo-reward serve-reward bench-reward-service bench-data bench-policy bench-generation bench-batch-flow bench-async-rollouts test test-quick lint typecheck bench-reward lock clean
 
 setup:
 	@bash scripts/setup_env.sh
@@ -55,6 +55,9 @@ bench-generation: setup
 
 bench-batch-flow: setup
 	$(PY) benchmarks/batch_flow.py
+
+bench-async-rollouts: setup
+	$(PY) benchmarks/async_rollouts.py
 
 serve-reward: setup
 	$(PY) -m nemo_spatial.reward.serve --config conf/base.yaml

@@ -86,6 +86,13 @@ class Config:
                 f"sequences, which policy.micro_batch_size={self.policy.micro_batch_size} does not divide; "
                 "choose a micro-batch size that divides it"
             )
+        if self.trainer.async_rollouts and self.generation.placement != "apart":
+            raise ConfigError(
+                f"trainer.async_rollouts={self.trainer.async_rollouts} overlaps generation with training, which "
+                f"needs generation GPUs of their own, but generation.placement={self.generation.placement!r} "
+                "shares the trainer's (vLLM sleeps while the policy trains): set generation.placement=apart, "
+                "or trainer.async_rollouts=0"
+            )
 
     @property
     def run_dir(self) -> Path:

@@ -30,6 +30,9 @@ first; with one PPO epoch every sample is used once either way). Sampling is not
 (`generation.sampling.seed` stays as configured): vLLM's CPU build crashes on per-request seeds ("CPU
 Generator does not use offset"), so a resumed run continues with the same prompts and weights but fresh
 samples.
+Overlapped GRPO (`trainer.async_rollouts: k` > 0, off by default): points 1-3 take the batch that was drawn and
+generated in the background while the previous step trained (weights at most k versions old, the lag logged),
+refit between requests; nemo_spatial.async_rollouts states its choices. With k = 0 the loop is the one above.
 The loop sees only the interfaces of nemo_spatial.contracts (Policy, Generator, RewardClient, PromptSource,
 Collectives) and the neutral batch (nemo_spatial.batch); it never touches Megatron, vLLM or a reward's internals.
 """
@@ -43,11 +46,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from nemo_spatial.algorithms import actor_loss, compute_advantages, prompt_group_ids, zero_variance_group_fraction
 from nemo_spatial.algorithms.aggregation import LossScale
+from nemo_spatial.async_rollouts import PrefetchedBatch, RolloutQueue, lag_metrics
 from nemo_spatial.batch import PolicyBatch
 from nemo_spatial.checkpoint import (
     TrainerState,
@@ -133,6 +138,8 @@ class Trainer:
         self.shards = self.collectives.all_gather(policy.data_shard)  # every rank's (DP rank, DP size)
         self.step = 0  # finished GRPO steps
         self.version = 0  # weight updates of the policy (what the generator must hold); see the module docstring
+        self._queue: RolloutQueue | None = None  # trainer.async_rollouts > 0: the prefetched batches (fit only)
+        self._consumed_data: dict[str, Any] | None = None  # async: the stream position of the last trained batch
 
     def _check_update_split(self) -> None:
         """Every optimizer step's samples must split over the policy's DP ranks x micro-batch size."""
@@ -157,6 +164,8 @@ class Trainer:
             self.version = max(self.version, 1)
         idle = IdleGuard(tc.max_steps_without_update, tc.prompts_per_step)  # a run that trains nothing fails
         flag = PreemptionFlag().install()
+        if tc.async_rollouts:
+            self._queue = RolloutQueue(self._generate_unless_restarted_at, self.is_driver)
         try:
             if tc.val_before_train and self.validates:
                 self.metrics.log(self.step, self.validate())
@@ -181,18 +190,25 @@ class Trainer:
                     break
         finally:
             flag.uninstall()
+            if self._queue is not None:  # rollouts in flight are discarded (never trained, never checkpointed)
+                self._queue.close()
+                self._queue = None
 
     def train_step(self) -> dict[str, float]:
         """One GRPO step (see the module docstring); returns its metrics."""
         timer = PhaseTimer()
         n = self.cfg.generation.sampling.n
-        prompts = list(self.prompts.next_batch(self.cfg.trainer.prompts_per_step)) if self.prompts else []
-        metrics: dict[str, float] = {}
-        with timer("sync"):
-            metrics.update(self.refit())
-        with timer("generate"):
-            rollouts = self._rollouts(prompts, self.cfg.generation.sampling)
-        require_version([r for r in rollouts if r.ok], self.version)
+        if self._queue is not None:
+            metrics: dict[str, float] = {}
+            prompts, rollouts = self._prefetched_rollouts(self._queue, timer, metrics)
+        else:
+            prompts = list(self.prompts.next_batch(self.cfg.trainer.prompts_per_step)) if self.prompts else []
+            metrics = {}
+            with timer("sync"):
+                metrics.update(self.refit())
+            with timer("generate"):
+                rollouts = self._rollouts(prompts, self.cfg.generation.sampling)
+            require_version([r for r in rollouts if r.ok], self.version)
         groups = keep_complete_groups(rollouts, len(rollouts) // n, n)
         kept = groups.kept[: trainable_group_count(len(groups.kept), n, self.policy.sample_multiple)]
         if groups.dropped:
@@ -311,17 +327,61 @@ class Trainer:
             self.refit()
         raise DriverFailedError("the generation server was restarted twice within one request")
 
-    def _generate_unless_restarted(self, prompts: Sequence[Prompt], sampling: SamplingConfig) -> list[Rollout] | None:
+    def _generate_unless_restarted(
+        self, prompts: Sequence[Prompt], sampling: SamplingConfig, step: int | None = None
+    ) -> list[Rollout] | None:
+        """`step`: the 0-based step the prompts are for (async: ahead of `self.step`); default the current one."""
         assert self.generator is not None
+        step = self.step if step is None else step
         requests = [
-            GenerationRequest(prompt_id=f"{self.step}:{i}", prompt_token_ids=list(p.raw_prompt_ids), images=[p.image])
+            GenerationRequest(prompt_id=f"{step}:{i}", prompt_token_ids=list(p.raw_prompt_ids), images=[p.image])
             for i, p in enumerate(prompts)
         ]
         try:
             return self.generator.generate(requests, sampling)
         except GeneratorRestartedError as error:
-            logger.error("step %d: %s", self.step + 1, error)
+            logger.error("step %d: %s", step + 1, error)
             return None
+
+    def _generate_unless_restarted_at(self, step: int, prompts: Sequence[Prompt]) -> list[Rollout] | None:
+        """The async queue's generate (on its background thread): one step's training rollouts."""
+        return self._generate_unless_restarted(prompts, self.cfg.generation.sampling, step)
+
+    def _prefetched_rollouts(
+        self, queue: RolloutQueue, timer: PhaseTimer, metrics: dict[str, float]
+    ) -> tuple[list[Prompt], list[Rollout]]:
+        """Async (nemo_spatial.async_rollouts): wait for the request in flight, refit, take this step's batch
+        (generating it first when nothing is queued: the first step, or the first after a resume), then queue
+        the next batches so that they generate while this step trains. Every rank calls this."""
+        tc = self.cfg.trainer
+        with timer("generate"):
+            queue.wait_idle()  # the refit below must not race a request in flight
+        with timer("sync"):
+            metrics.update(self.refit())
+        if not queue:
+            self._prefetch(queue, self.step)
+        for _ in range(2):
+            queue.resubmit_failed()  # after a restart: the failed batches again, on the refit weights
+            with timer("generate"):
+                rollouts = self.collectives.run_on_driver(queue.head().result)
+            if rollouts is not None:
+                break
+            queue.wait_idle()
+            metrics.update(self.refit())
+        else:
+            raise DriverFailedError("the generation server was restarted twice within one request")
+        batch = queue.pop()
+        self._consumed_data = batch.data_state  # what a checkpoint after this step saves as the data position
+        while len(queue) < tc.async_rollouts and self.step + 1 + len(queue) < tc.total_steps:
+            self._prefetch(queue, self.step + 1 + len(queue))
+        metrics.update(lag_metrics(rollouts, self.version, tc.async_rollouts))
+        metrics["timing/generate_background_s"] = batch.seconds  # the request's own time, mostly overlapped
+        return batch.prompts, rollouts
+
+    def _prefetch(self, queue: RolloutQueue, step: int) -> None:
+        """Draw the prompts of (0-based) `step` on the driver and queue their generation."""
+        prompts = list(self.prompts.next_batch(self.cfg.trainer.prompts_per_step)) if self.prompts else []
+        queue.submit(PrefetchedBatch(step, prompts, self.prompts.state_dict() if self.prompts else {}))
 
     def _score(self, prompts: Sequence[Prompt], rollouts: Sequence[Rollout], n: int) -> BatchResult:
         assert self.decode is not None and self.reward is not None
@@ -344,6 +404,8 @@ class Trainer:
         happens at the start of the next step, and validation would score the weights before the last update.
         """
         sampling = self.cfg.generation.val_sampling
+        if self._queue is not None:
+            self._queue.wait_idle()  # async: no request in flight during the refit
         sync = self.refit()
 
         def prompts() -> list[Prompt]:
@@ -361,7 +423,8 @@ class Trainer:
         state = TrainerState(
             step=self.step,
             weight_version=self.version,
-            data_state=self.prompts.state_dict() if self.prompts else {},  # written by the driver only
+            # Written by the driver only; async: the position of the last trained batch, not of the prefetched.
+            data_state=self._consumed_data if self._consumed_data is not None else self._stream_state(),
             rng_state=capture_rng_state(),
         )
         path = save_checkpoint(
@@ -374,6 +437,9 @@ class Trainer:
         )
         logger.info("checkpoint %s", path)
         return path
+
+    def _stream_state(self) -> dict[str, Any]:
+        return self.prompts.state_dict() if self.prompts else {}
 
     def _resume(self) -> None:
         tc = self.cfg.trainer
