@@ -182,11 +182,12 @@ class Trainer:
         timer = PhaseTimer()
         n = self.cfg.generation.sampling.n
         prompts = list(self.prompts.next_batch(self.cfg.trainer.prompts_per_step)) if self.prompts else []
-        metrics: dict[str, float] = {}
+        metrics: dict[str, float] = self.collectives.run_on_driver(self._prepare_generator)
         with timer("sync"):
             metrics.update(self.refit())
         with timer("generate"):
             rollouts = self._rollouts(prompts, self.cfg.generation.sampling)
+        metrics.update(self.collectives.run_on_driver(self._release_generator))
         require_version([r for r in rollouts if r.ok], self.version)
         groups = keep_complete_groups(rollouts, len(rollouts) // n, n)
         kept = groups.kept[: trainable_group_count(len(groups.kept), n, self.policy.sample_multiple)]
@@ -346,6 +347,16 @@ class Trainer:
                 }
         raise DriverFailedError(f"weight version {self.version} could not reach the generator")
 
+    def _prepare_generator(self) -> dict[str, float]:
+        """Before the refit: colocated engines wake (weights and KV cache back); see Generator."""
+        assert self.generator is not None
+        return self.generator.prepare_for_generation()
+
+    def _release_generator(self) -> dict[str, float]:
+        """After generating: colocated engines sleep; the generator's phase metrics (servers' busy time, tail)."""
+        assert self.generator is not None
+        return self.generator.release_memory()
+
     def _generator_version(self) -> int:
         assert self.generator is not None
         return self.generator.weight_version
@@ -368,6 +379,7 @@ class Trainer:
         happens at the start of the next step, and validation would score the weights before the last update.
         """
         sampling = self.cfg.generation.val_sampling
+        self.collectives.run_on_driver(self._prepare_generator)
         sync = self.refit()
 
         def prompts() -> list[Prompt]:
@@ -376,6 +388,7 @@ class Trainer:
 
         chosen: list[Prompt] = prompts() if self.is_driver else []
         rollouts = self._rollouts(chosen, sampling)
+        self.collectives.run_on_driver(self._release_generator)
         scores = self.collectives.run_on_driver(
             lambda: reward_metrics(self._score(chosen, rollouts, sampling.n), "val/reward")
         )
