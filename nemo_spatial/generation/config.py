@@ -140,7 +140,7 @@ class GenerationConfig:
         if self.on_server_death == "restart" and (self.url or self.urls):
             key = "generation.url" if self.url else "generation.urls"
             raise ConfigError(
-                f"generation.on_server_death=restart needs servers this process spawned; with {key} set, "
+                f"generation.on_server_death=restart needs a server this process spawned; with {key} set, "
                 f"the servers belong to someone else: use generation.on_server_death=stop, or clear {key}"
             )
         self._check_placement()
