@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import requests
 
+from nemo_spatial.errors import ConfigError
 from nemo_spatial.generation.client import ServerGenerator
 from nemo_spatial.generation.config import GenerationConfig, SamplingConfig, check_nccl_available
 from nemo_spatial.generation.fanout import FanoutControl
@@ -118,9 +119,12 @@ class RouterGenerator:
     def launch(cls, cfg: GenerationConfig, model_dir: str, log_dir: str | Path, num_servers: int) -> RouterGenerator:
         """Spawn `num_servers` servers on this host (own port, own KV cache, own log) and wait for all of them."""
         processes = []
+        devices = _server_devices(num_servers, cfg.tensor_parallel_size)
         for i in range(num_servers):
             member_cfg = _member_config(cfg, port=cfg.port + i if cfg.port else 0)
-            processes.append(ServerProcess(member_cfg, model_dir, Path(log_dir) / f"generation_server_{i}.log"))
+            env = {"CUDA_VISIBLE_DEVICES": devices[i]} if devices else None
+            log = Path(log_dir) / f"generation_server_{i}.log"
+            processes.append(ServerProcess(member_cfg, model_dir, log, env=env))
         try:
             for process in processes:
                 process.start()
@@ -189,10 +193,13 @@ class RouterGenerator:
         return GeneratorHealth(not bad, low, "; ".join(bad), states[0].model, states[0].max_model_len)
 
     def prepare_for_generation(self) -> dict[str, float]:
-        return _slowest(self._on_all(lambda s: s.member.prepare_for_generation()))
+        """Wake every running server (a restarting one comes back awake), in parallel."""
+        return _slowest(self._on_all(lambda s: s.member.prepare_for_generation(), ready_only=True))
 
     def release_memory(self) -> dict[str, float]:
-        metrics = {**self._last_metrics, **_slowest(self._on_all(lambda s: s.member.release_memory()))}
+        """The phase's metrics (per-server busy time, groups, tail), and the running servers put to sleep."""
+        slept = self._on_all(lambda s: s.member.release_memory(), ready_only=True)
+        metrics = {**self._last_metrics, **_slowest(slept)}
         self._last_metrics = {}
         return metrics
 
@@ -450,14 +457,37 @@ class RouterGenerator:
         metrics["generation/wall_s"] = time.monotonic() - started
         return metrics
 
-    def _on_all(self, work: Callable[[_Server], T]) -> list[T]:
+    def _on_all(self, work: Callable[[_Server], T], ready_only: bool = False) -> list[T]:
+        if ready_only:
+            self._collect_restarts()
+        servers = [s for s in self.servers if s.state == "ready" or not ready_only]
         with ThreadPoolExecutor(max_workers=len(self.servers), thread_name_prefix="router") as pool:
-            return list(pool.map(work, self.servers))
+            return list(pool.map(work, servers))
 
 
 def _member_config(cfg: GenerationConfig, port: int = 0) -> GenerationConfig:
     """A server's own config: its port, and no restart of its own (the router restarts, per server)."""
     return dataclasses.replace(cfg, port=port, on_server_death="stop", url="", urls=[], num_servers=1)
+
+
+def _server_devices(num_servers: int, tensor_parallel_size: int) -> list[str]:
+    """Each spawned server's CUDA_VISIBLE_DEVICES: server i gets the i-th run of `tensor_parallel_size` of this
+    process's visible GPUs (none on a CPU host: every server shares the cores and has its own KV cache)."""
+    import os
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    ids = [d for d in visible.split(",") if d] if visible else [str(i) for i in range(torch.cuda.device_count())]
+    needed = num_servers * tensor_parallel_size
+    if needed > len(ids):
+        raise ConfigError(
+            f"generation.num_servers={num_servers} x generation.tensor_parallel_size={tensor_parallel_size} needs "
+            f"{needed} GPUs; {len(ids)} are visible. Lower generation.num_servers or the tensor-parallel size"
+        )
+    return [",".join(ids[i * tensor_parallel_size : (i + 1) * tensor_parallel_size]) for i in range(num_servers)]
 
 
 def _slowest(results: list[dict[str, float]]) -> dict[str, float]:

@@ -23,7 +23,7 @@ LOCK = threading.Lock()
 
 def make_handler(args: argparse.Namespace) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *values: Any) -> None:  # noqa: A002 - the base class's name
+        def log_message(self, format: str, *values: Any) -> None:
             print(f"fake server {args.server_id}: " + format % values, flush=True)
 
         def _reply(self, body: dict[str, Any], status: int = 200) -> None:
