@@ -107,3 +107,15 @@ def test_a_hung_server_is_caught_by_the_health_probe_and_stops_the_run_with_its_
         assert "fake server 0" in error.value.log_tail
     finally:
         gen.close()
+
+
+def test_build_generator_keeps_one_server_as_today_and_routes_several(tmp_path: Path) -> None:
+    from nemo_spatial.generation import build_generator
+
+    one = build_generator(GenerationConfig(urls=["http://127.0.0.1:9"]), "unused", tmp_path)
+    assert type(one) is ServerGenerator and one.url == "http://127.0.0.1:9"
+    several = build_generator(GenerationConfig(urls=["http://127.0.0.1:9", "http://127.0.0.1:10"]), "unused", tmp_path)
+    assert isinstance(several, RouterGenerator) and [s.member.url for s in several.servers] == [
+        "http://127.0.0.1:9",
+        "http://127.0.0.1:10",
+    ]
