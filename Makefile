@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo demo-reward serve-reward bench-reward-service bench-data bench-policy bench-generation bench-batch-flow bench-async-rollouts test test-quick lint typecheck bench-reward lock clean
+.PHONY: setup demo demo-reward serve-reward bench-reward-service bench-data bench-policy bench-generation bench-batch-flow bench-rollout-servers bench-async-rollouts test test-quick lint typecheck bench-reward lock clean
 
 setup:
 	@bash scripts/setup_env.sh
@@ -52,6 +52,9 @@ bench-policy: setup
 
 bench-generation: setup
 	$(PY) benchmarks/generation_sync.py
+
+bench-rollout-servers: setup
+	$(PY) benchmarks/rollout_servers.py
 
 bench-batch-flow: setup
 	$(PY) benchmarks/batch_flow.py

@@ -199,15 +199,17 @@ class Trainer:
         timer = PhaseTimer()
         n = self.cfg.generation.sampling.n
         if self._queue is not None:
+            # Async (placement apart, so no engine sleeps): the prefetched rollouts of this step.
             metrics: dict[str, float] = {}
             prompts, rollouts = self._prefetched_rollouts(self._queue, timer, metrics)
         else:
             prompts = list(self.prompts.next_batch(self.cfg.trainer.prompts_per_step)) if self.prompts else []
-            metrics = {}
+            metrics = self.collectives.run_on_driver(self._prepare_generator)
             with timer("sync"):
                 metrics.update(self.refit())
             with timer("generate"):
                 rollouts = self._rollouts(prompts, self.cfg.generation.sampling)
+            metrics.update(self.collectives.run_on_driver(self._release_generator))
             require_version([r for r in rollouts if r.ok], self.version)
         groups = keep_complete_groups(rollouts, len(rollouts) // n, n)
         kept = groups.kept[: trainable_group_count(len(groups.kept), n, self.policy.sample_multiple)]
@@ -396,6 +398,16 @@ class Trainer:
         a restarted generator's included, is nemo_spatial.refit's)."""
         return refit(self.policy, self.generator, self.collectives, self.version, self.cfg.generation.max_restarts)
 
+    def _prepare_generator(self) -> dict[str, float]:
+        """Before the refit: colocated engines wake (weights and KV cache back); see Generator."""
+        assert self.generator is not None
+        return self.generator.prepare_for_generation()
+
+    def _release_generator(self) -> dict[str, float]:
+        """After generating: colocated engines sleep; the generator's phase metrics (servers' busy time, tail)."""
+        assert self.generator is not None
+        return self.generator.release_memory()
+
     # ---- validation, samples, checkpoints -----------------------------------------------------------------
     def validate(self) -> dict[str, float]:
         """Greedy-ish (temperature 0.5, n=1) rollouts on the validation prompts, scored; driver metrics.
@@ -406,6 +418,7 @@ class Trainer:
         sampling = self.cfg.generation.val_sampling
         if self._queue is not None:
             self._queue.wait_idle()  # async: no request in flight during the refit
+        self.collectives.run_on_driver(self._prepare_generator)
         sync = self.refit()
 
         def prompts() -> list[Prompt]:
@@ -414,6 +427,7 @@ class Trainer:
 
         chosen: list[Prompt] = prompts() if self.is_driver else []
         rollouts = self._rollouts(chosen, sampling)
+        self.collectives.run_on_driver(self._release_generator)
         scores = self.collectives.run_on_driver(
             lambda: reward_metrics(self._score(chosen, rollouts, sampling.n), "val/reward")
         )

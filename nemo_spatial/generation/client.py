@@ -118,6 +118,7 @@ class ServerGenerator:
         self._version = 0
         self._restarts = 0
         self._transport: WeightTransport | None = None
+        self._asleep = False
         self.control = HttpControl(url or process.url, cfg.request_timeout_s, self._unavailable)  # type: ignore[union-attr]
 
     @classmethod
@@ -183,6 +184,37 @@ class ServerGenerator:
         return GeneratorHealth(
             data["weights_consistent"], data["weight_version"], detail, data["model"], data["max_model_len"]
         )
+
+    def confirm_version(self, version: int) -> None:
+        """Adopt `version` after a sync another transport drove (the router's fan-out), once the server says so."""
+        data = self.control.call("GET", "/nemo/v1/health", timeout=self.cfg.health_timeout_s)
+        if data["weight_version"] != version or not data["weights_consistent"]:
+            raise WeightSyncError(
+                f"the server at {self.url} reports weight version {data['weight_version']} "
+                f"(consistent: {data['weights_consistent']}) after the sync of version {version}"
+            )
+        self._version = version
+
+    def prepare_for_generation(self) -> dict[str, float]:
+        """placement=colocated: wake the sleeping server (weights, KV cache) before the refit; apart: nothing."""
+        if not self._asleep:
+            return {}
+        data = self.control.call("POST", "/nemo/v1/wake_up", {})
+        self._asleep = bool(data["sleeping"])
+        return {"generation/wake_s": float(data["seconds"])}
+
+    def release_memory(self) -> dict[str, float]:
+        """placement=colocated: the generation phase is over, put the server to sleep (level 1: weights offloaded
+        to host memory, KV cache discarded) so that the trainer's phase gets the GPU memory; apart: nothing."""
+        if self.cfg.placement != "colocated":
+            return {}
+        data = self.control.call("POST", "/nemo/v1/sleep", {"level": 1})
+        self._asleep = True
+        return {"generation/sleep_s": float(data["seconds"])}
+
+    def restart(self, cause: GeneratorUnavailableError) -> None:
+        """Stop the spawned server and start a fresh one (weight version 0); the router calls this per server."""
+        self._restart(cause)
 
     def weight_digest(self) -> str:
         """A hash of the served weights (equal digests: equal weights)."""
@@ -271,3 +303,4 @@ class ServerGenerator:
         self.process.wait_ready()
         self.control.url = self.process.url
         self._version = 0
+        self._asleep = False

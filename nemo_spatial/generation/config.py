@@ -89,6 +89,7 @@ class GenerationConfig:
     startup_timeout_s: float = 600.0
     request_timeout_s: float = 1800.0
     health_timeout_s: float = 10.0
+    health_interval_s: float = 15.0  # several servers: probe each busy one this often; 3 failed probes = hung
     on_server_death: str = "stop"  # stop: raise with the server's log tail; restart: restart and re-sync
     max_restarts: int = 2
     log_dir: str = ""  # where a spawned server writes its log; empty: the run directory's generation/
@@ -133,14 +134,16 @@ class GenerationConfig:
             raise ConfigError(f"generation.tensor_parallel_size={self.tensor_parallel_size} must be >= 1")
         if self.max_restarts < 0:
             raise ConfigError(f"generation.max_restarts={self.max_restarts} must be >= 0")
-        for name in ("startup_timeout_s", "request_timeout_s", "health_timeout_s"):
+        for name in ("startup_timeout_s", "request_timeout_s", "health_timeout_s", "health_interval_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"generation.{name}={getattr(self, name)} must be > 0 seconds")
-        if self.on_server_death == "restart" and self.url:
+        if self.on_server_death == "restart" and (self.url or self.urls):
+            key = "generation.url" if self.url else "generation.urls"
             raise ConfigError(
-                "generation.on_server_death=restart needs a server this process spawned; with generation.url set, "
-                "the server belongs to someone else: use generation.on_server_death=stop, or clear generation.url"
+                f"generation.on_server_death=restart needs a server this process spawned; with {key} set, "
+                f"the servers belong to someone else: use generation.on_server_death=stop, or clear {key}"
             )
+        self._check_placement()
         server_host = urlparse(self.url).hostname or "127.0.0.1"
         if self.transport == "nccl" and server_host not in LOOPBACK_HOSTS and not self.nccl_master_address:
             # The default rendezvous address, 127.0.0.1, would send the server's workers to their own host and
@@ -158,6 +161,16 @@ class GenerationConfig:
             raise ConfigError(
                 f"generation.sampling.max_tokens={self.sampling.max_tokens} leaves no room for the prompt within "
                 f"generation.max_model_len={self.max_model_len}; raise max_model_len or lower max_tokens"
+            )
+
+    def _check_placement(self) -> None:
+        if self.placement != "colocated":
+            return
+        if self.mode != "server" or self.url or self.urls:
+            raise ConfigError(
+                "generation.placement=colocated shares this host's GPUs with servers this trainer spawns (it puts "
+                "them to sleep between phases); it needs generation.mode=server with generation.url and "
+                "generation.urls empty. Use generation.placement=apart for servers started elsewhere"
             )
 
     @property

@@ -123,6 +123,12 @@ class InProcessGenerator:
             return GeneratorHealth(False, None, f"engine is dead: {error!r}")
         return GeneratorHealth(True, self._version, "", self.model_dir, self.cfg.max_model_len)
 
+    def prepare_for_generation(self) -> dict[str, float]:
+        return {}  # placement=colocated is refused for the in-process engine (config.py)
+
+    def release_memory(self) -> dict[str, float]:
+        return {}
+
     def close(self) -> None:
         engine = getattr(self, "engine", None)
         if engine is not None:

@@ -61,6 +61,8 @@ def server_command(cfg: GenerationConfig, model_dir: str, port: int, extra_args:
         command += ["--kv-cache-memory-bytes", str(int(kv_cache_gb * 1024**3))]
     if cfg.enforce_eager:
         command.append("--enforce-eager")
+    if cfg.placement == "colocated" and _cuda_visible():
+        command.append("--enable-sleep-mode")  # vLLM's CPU build refuses the flag ("not supported on current platform")
     return command + list(extra_args or [])
 
 
@@ -99,7 +101,7 @@ class ServerProcess:
         if self.alive():
             raise RuntimeError(f"the generation server at {self.url} is already running (pid {self.pid})")
         self.port = self.cfg.port or free_port(self.cfg.host)
-        command = server_command(self.cfg, self.model_dir, self.port, self.extra_args)
+        command = self.command()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.shm.clean()  # what an earlier server of this run left (a SIGKILLed trainer could not clean)
         # The server exits when this process dies (see watchdog.py), even on SIGKILL.
@@ -112,6 +114,10 @@ class ServerProcess:
             )
         self.starts += 1
         self.shm.watch(self.proc.pid)
+
+    def command(self) -> list[str]:
+        """The server's command line for the current port (tests start other small HTTP servers here)."""
+        return server_command(self.cfg, self.model_dir, self.port, self.extra_args)
 
     @property
     def pid(self) -> int | None:

@@ -13,12 +13,17 @@
   RPC; these do not.
 - GET /nemo/v1/health: engine liveness, weight version, and whether the weights are whole.
 - POST /nemo/v1/weights/digest: a hash of the workers' weights (tests compare syncs with it).
+- POST /nemo/v1/sleep, /nemo/v1/wake_up: vLLM's sleep mode (placement=colocated) without vLLM's dev mode:
+  sleep waits for in-flight requests, pauses the scheduler and (on CUDA, with --enable-sleep-mode) offloads
+  the weights and discards the KV cache; wake_up restores both and resumes. vLLM's CPU build pauses and
+  resumes but releases nothing (its CPU worker logs "sleep mode is not supported on CPU, ignore it").
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -55,6 +60,7 @@ class ServerState:
     syncing_version: int | None = None
     vision_ids: dict[str, int] = field(default_factory=dict)
     ready: bool = False
+    sleeping: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -124,6 +130,8 @@ async def generate(request: Request) -> JSONResponse:
         return _error(HTTPStatus.CONFLICT, f"weights are being updated to version {state.syncing_version}; retry")
     if not state.consistent:
         return _error(HTTPStatus.SERVICE_UNAVAILABLE, "the last weight sync failed midway; push the weights again")
+    if state.sleeping:
+        return _error(HTTPStatus.CONFLICT, "the engine is asleep (placement=colocated); POST /nemo/v1/wake_up first")
     items = body.get("requests")
     if not isinstance(items, list) or not items or len(items) > MAX_BATCH:
         return _error(HTTPStatus.BAD_REQUEST, f"'requests' must be a non-empty list of at most {MAX_BATCH} prompts")
@@ -177,6 +185,33 @@ async def _run_one(
     if final is None:
         return error_rollouts(prompt_id, params.n, f"request {prompt_id!r}: the engine returned nothing", version)
     return rollouts_from_output(prompt_id, final, version)
+
+
+@router.post("/sleep")
+async def sleep(request: Request) -> JSONResponse:
+    """Level 1: weights offloaded to host memory, KV cache discarded (the default); level 2: both discarded."""
+    body = await _json_body(request)
+    if isinstance(body, JSONResponse):
+        return body
+    level = body.get("level", 1)
+    if level not in (1, 2):
+        return _error(HTTPStatus.BAD_REQUEST, f"sleep level {level!r} must be 1 or 2")
+    engine, state = await _ready(request)
+    started = time.perf_counter()
+    async with state.lock:
+        await engine.sleep(level, "wait")
+        state.sleeping = True
+    return JSONResponse({"sleeping": True, "level": level, "seconds": time.perf_counter() - started})
+
+
+@router.post("/wake_up")
+async def wake_up(request: Request) -> JSONResponse:
+    engine, state = await _ready(request)
+    started = time.perf_counter()
+    async with state.lock:
+        awake = await engine.wake_up(None)
+        state.sleeping = not awake
+    return JSONResponse({"sleeping": state.sleeping, "seconds": time.perf_counter() - started})
 
 
 @router.post("/weights/init")

@@ -150,6 +150,15 @@ class Generator(Protocol):
 
     def health(self) -> GeneratorHealth: ...
 
+    def prepare_for_generation(self) -> dict[str, float]:
+        """Before the step's refit and generation: wake sleeping engines (placement=colocated); metrics."""
+        ...
+
+    def release_memory(self) -> dict[str, float]:
+        """After generating: colocated engines sleep (the trainer's phase gets the memory); returns the phase's
+        generator metrics (several servers: per-server busy time and the tail)."""
+        ...
+
     def close(self) -> None: ...
 
 

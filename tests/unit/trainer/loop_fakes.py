@@ -123,6 +123,7 @@ class FakeGenerator:
     calls: int = 0
     pushes: list[int] = field(default_factory=list)
     rows_seen: list[int] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)  # the phase hooks, generate and update_weights, in call order
 
     @property
     def weight_version(self) -> int:
@@ -130,6 +131,7 @@ class FakeGenerator:
 
     def generate(self, requests: list[GenerationRequest], params: SamplingConfig) -> list[Rollout]:
         self.calls += 1
+        self.events.append("generate")
         if self.calls in self.restart_on_calls:
             had, self.version = self.version, 0
             if had:
@@ -149,12 +151,21 @@ class FakeGenerator:
 
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> SyncStats:
         count = sum(1 for _ in named_tensors)
+        self.events.append("update_weights")
         self.version = version
         self.pushes.append(version)
         return SyncStats(version, count, 4 * count, 1, 0.01)
 
     def health(self) -> GeneratorHealth:
         return GeneratorHealth(True, self.version)
+
+    def prepare_for_generation(self) -> dict[str, float]:
+        self.events.append("prepare_for_generation")
+        return {}
+
+    def release_memory(self) -> dict[str, float]:
+        self.events.append("release_memory")
+        return {}
 
     def close(self) -> None:
         return None

@@ -48,6 +48,9 @@ def test_a_step_trains_on_every_group_and_refits_the_generator_at_the_next_bound
     metrics = logged(cfg)
     assert [m["step"] for m in metrics] == [1, 2, 3] and trainer.version == 3
     assert generator.pushes == [1, 2]  # before steps 2 and 3; step 1 samples the initial weights (version 0)
+    # The phase hooks (placement=colocated wakes / sleeps the engines): woken before the refit, released after.
+    step = ["prepare_for_generation", "update_weights", "generate", "release_memory"]
+    assert generator.events == step[:1] + step[2:] + step + step
     assert policy.trained_rows == [4, 4] * 3  # 4 prompts x n=2 in updates of 2 prompts
     assert all(m["rollout/dropped_groups"] == 0 and m["data/truncated"] == 1.0 for m in metrics)
     assert "actor/mismatch/kl_k1" in metrics[0] and "actor/pg_loss" in metrics[0]  # rollout log-probs reached the loss
