@@ -133,6 +133,12 @@ def _check(cfg: Config, cluster: ClusterConfig, plan: Plan, external: bool) -> N
             f"{plan.trainer_tasks_per_node}), which TP x PP x CP = {model_parallel} does not divide; change "
             "launch.trainer_gpus_per_node or the parallel sizes"
         )
+    if cfg.generation.placement == "colocated" and (plan.servers or external):
+        raise ConfigError(
+            "generation.placement=colocated: the trainer spawns its servers on its own GPUs and puts them to sleep "
+            "between phases, so the job must not start them; set launch.generation_servers=0 and clear "
+            "generation.url(s), or use generation.placement=apart"
+        )
     if cluster.gpus_per_node and not plan.servers and not external and cfg.generation.placement != "colocated":
         raise ConfigError(
             "launch.generation_servers=0 on a GPU cluster: a server the trainer spawns would share rank 0's GPU; "

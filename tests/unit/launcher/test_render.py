@@ -143,3 +143,12 @@ def test_placements_that_do_not_fit_are_refused(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(ConfigError, match="does not divide"):
         rendered(recipe, "launch.trainer_gpus_per_node=3", "launch.generation_servers=1",
                  "parallel.tensor_model_parallel_size=2")  # fmt: skip
+
+
+def test_a_colocated_recipe_lets_the_trainer_spawn_its_servers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    recipe = "conf/recipes/spatialthinker_qwen25vl7b_stvqa7k_1n4g_tp2.yaml"  # generation.placement=colocated
+    _, _, command = step_lines(rendered(recipe), "trainer")
+    assert "generation.url" not in command  # no server step: the trainer spawns and sleeps its own
+    with pytest.raises(ConfigError, match="placement=colocated.*launch.generation_servers=0"):
+        rendered(recipe, "launch.generation_servers=1")
