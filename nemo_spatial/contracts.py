@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 __all__ = ["Collectives", "Generator", "Policy", "Prompt", "PromptSource", "RewardClient"]
 
 
+# A prompt stream's position as it saves it in a checkpoint: JSON-serializable, its schema the stream's own
+# (the loop only stores it and hands it back).
+StreamState = dict[str, Any]
+
+
 class LossFn(Protocol):
     def __call__(
         self, log_probs: torch.Tensor, batch: PolicyBatch, scale: LossScale
@@ -96,6 +101,6 @@ class PromptSource(Protocol):
         """Counters of the stream (skipped / truncated rows, epoch), logged with each step."""
         ...
 
-    def state_dict(self) -> dict[str, Any]: ...
+    def state_dict(self) -> StreamState: ...
 
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    def load_state_dict(self, state: StreamState) -> None: ...

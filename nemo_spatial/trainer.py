@@ -46,7 +46,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -63,7 +62,7 @@ from nemo_spatial.checkpoint import (
     save_checkpoint,
 )
 from nemo_spatial.config import Config
-from nemo_spatial.contracts import Policy, Prompt, PromptSource, RewardClient
+from nemo_spatial.contracts import Policy, Prompt, PromptSource, RewardClient, StreamState
 from nemo_spatial.errors import ConfigError
 from nemo_spatial.fileio import atomic_write_text
 from nemo_spatial.generation.config import SamplingConfig
@@ -139,7 +138,7 @@ class Trainer:
         self.step = 0  # finished GRPO steps
         self.version = 0  # weight updates of the policy (what the generator must hold); see the module docstring
         self._queue: RolloutQueue | None = None  # trainer.async_rollouts > 0: the prefetched batches (fit only)
-        self._consumed_data: dict[str, Any] | None = None  # async: the stream position of the last trained batch
+        self._consumed_data: StreamState | None = None  # async: the stream position of the last trained batch
 
     def _check_update_split(self) -> None:
         """Every optimizer step's samples must split over the policy's DP ranks x micro-batch size."""
@@ -452,7 +451,7 @@ class Trainer:
         logger.info("checkpoint %s", path)
         return path
 
-    def _stream_state(self) -> dict[str, Any]:
+    def _stream_state(self) -> StreamState:
         return self.prompts.state_dict() if self.prompts else {}
 
     def _resume(self) -> None:
