@@ -63,3 +63,9 @@ def _push(generator: Generator | None, named: Iterator[tuple[str, torch.Tensor]]
             pass
         logger.error("weight sync of version %d: %s", version, error)
         return None
+    except BaseException:
+        # Any other failure still finishes the export first: with TP/PP > 1 the other ranks are inside its
+        # gathers, and they would wait there (until the NCCL timeout) instead of hearing the driver's error.
+        for _ in named:
+            pass
+        raise

@@ -84,6 +84,7 @@ from nemo_spatial.parallel.collectives import (
     reduction_of,
     run_on_driver,
 )
+from nemo_spatial.parallel.device_memory import release_cached_device_memory
 from nemo_spatial.preemption import PreemptionFlag
 from nemo_spatial.refit import refit
 from nemo_spatial.reward import BatchResult, RewardSample
@@ -203,7 +204,7 @@ class Trainer:
             prompts, rollouts = self._prefetched_rollouts(self._queue, timer, metrics)
         else:
             prompts = list(self.prompts.next_batch(self.cfg.trainer.prompts_per_step)) if self.prompts else []
-            metrics = self.collectives.run_on_driver(self._prepare_generator)
+            metrics = self._wake_generator()
             with timer("sync"):
                 metrics.update(self.refit())
             with timer("generate"):
@@ -397,6 +398,12 @@ class Trainer:
         a restarted generator's included, is nemo_spatial.refit's)."""
         return refit(self.policy, self.generator, self.collectives, self.version, self.cfg.generation.max_restarts)
 
+    def _wake_generator(self) -> dict[str, float]:
+        """Every rank: before the refit, colocated engines wake; the trainer's cached GPU blocks go back first."""
+        if self.cfg.generation.placement == "colocated":
+            release_cached_device_memory()
+        return self.collectives.run_on_driver(self._prepare_generator)
+
     def _prepare_generator(self) -> dict[str, float]:
         """Before the refit: colocated engines wake (weights and KV cache back); see Generator."""
         assert self.generator is not None
@@ -417,7 +424,7 @@ class Trainer:
         sampling = self.cfg.generation.val_sampling
         if self._queue is not None:
             self._queue.wait_idle()  # async: no request in flight during the refit
-        self.collectives.run_on_driver(self._prepare_generator)
+        self._wake_generator()
         sync = self.refit()
 
         def prompts() -> list[Prompt]:

@@ -144,7 +144,9 @@ class GenerationConfig:
                 f"the servers belong to someone else: use generation.on_server_death=stop, or clear {key}"
             )
         self._check_placement()
-        server_host = urlparse(self.url).hostname or "127.0.0.1"
+        remote = [h for h in (urlparse(u).hostname or "127.0.0.1" for u in [self.url, *self.urls] if u)]
+        remote = [h for h in remote if h not in LOOPBACK_HOSTS]
+        server_host = remote[0] if remote else "127.0.0.1"
         if self.transport == "nccl" and server_host not in LOOPBACK_HOSTS and not self.nccl_master_address:
             # The default rendezvous address, 127.0.0.1, would send the server's workers to their own host and
             # the sync would wait out its timeout (30 min) before failing.

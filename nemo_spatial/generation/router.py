@@ -157,6 +157,10 @@ class RouterGenerator:
         started = time.monotonic()
         for server in self.servers:
             server.busy_s, server.groups, server.finished_at, server.busy_since = 0.0, 0, None, None
+            # A probe answer or request of an earlier batch went to that batch's queue: forget it here, or the
+            # server would never be probed again (probing stuck) or never finish (in_flight never emptied).
+            server.probing, server.failed_probes = False, 0
+            server.in_flight.clear()
         self._dispatch(batch)
         self._last_metrics = self._phase_metrics(started)
         return [rollout for g in groups for rollout in batch.results[g]]
@@ -198,6 +202,8 @@ class RouterGenerator:
 
     def release_memory(self) -> dict[str, float]:
         """The phase's metrics (per-server busy time, groups, tail), and the running servers put to sleep."""
+        # A server still restarting would come up awake during the trainer's phase (colocated: out of memory).
+        self._wait_restarts()
         slept = self._on_all(lambda s: s.member.release_memory(), ready_only=True)
         metrics = {**self._last_metrics, **_slowest(slept)}
         self._last_metrics = {}
@@ -331,6 +337,8 @@ class RouterGenerator:
 
     def _probe_result(self, batch: _Batch, server: _Server, detail: object) -> None:
         server.probing = False
+        if server.state != "ready" or not server.in_flight:
+            return  # declared dead (and restarting) already, or idle again: the answer is about the past
         if not detail:
             server.failed_probes = 0
             return
@@ -357,6 +365,9 @@ class RouterGenerator:
     def _start_restart(self, server: _Server, cause: GeneratorUnavailableError) -> None:
         server.state = "restarting"
         server.restarts += 1
+        # A cached transport that holds this server (an NCCL group joined by its old workers) is dead with it.
+        for targets in [t for t in self._transports if server.index in t]:
+            self._drop_transport(targets)
 
         def run() -> None:
             try:

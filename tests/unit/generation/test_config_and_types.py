@@ -34,6 +34,7 @@ from nemo_spatial.generation.wire import decode_request, decode_sampling, encode
         ({"health_interval_s": 0}, "generation.health_interval_s=0 must be > 0"),
         ({"mode": "inprocess", "transport": "nccl"}, "use generation.transport=shm"),
         ({"transport": "nccl", "url": "http://10.0.0.2:8000"}, "with the server on 10.0.0.2 needs"),
+        ({"transport": "nccl", "urls": ["http://127.0.0.1:1", "http://10.0.0.3:8000"]}, "server on 10.0.0.3 needs"),
         ({"max_model_len": 1024, "sampling": SamplingConfig(max_tokens=2048)}, "leaves no room for the prompt"),
     ],
 )

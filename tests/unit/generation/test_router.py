@@ -100,6 +100,7 @@ def test_a_hung_server_is_caught_by_the_health_probe_and_stops_the_run_with_its_
     hang.touch()
     gen = router(tmp_path, {0: ["--hang-flag", str(hang)]}, health_interval_s=0.5, on_server_death="stop")
     try:
+        gen.servers[0].probing = True  # an earlier batch ended with its probe's answer unread: probed again here
         started = time.monotonic()
         with pytest.raises(GeneratorUnavailableError, match="server 0 .*hung: 3 health probes") as error:
             gen.generate(batch(8), SamplingConfig(n=2))
