@@ -72,7 +72,9 @@ def trainer_overrides(spec: JobSpec) -> list[str]:
         extra.append(f"generation.url={urls[0]}")
     elif urls:
         extra.append(f"generation.urls=[{','.join(urls)}]")
-    if plan.cross_node:
+    # NCCL when a server is on another node, or when the recipe asks for it (its servers are then reached at
+    # their node's address, not loopback, and the trainer's config wants the rendezvous address too).
+    if urls and (plan.cross_node or spec.cfg.generation.transport == "nccl"):
         extra += ["generation.transport=nccl", "generation.nccl_master_address=$MASTER_ADDR"]
         extra.append("generation.nccl_master_port=$NCCL_PORT")
     if plan.reward_service:

@@ -106,6 +106,10 @@ def test_one_server_is_given_as_generation_url_and_shm_on_one_host(monkeypatch: 
     _, _, command = step_lines(script, "trainer")
     assert '"generation.url=http://$GEN_ADDR_0:$((GEN_PORT_BASE + 0))"' in command
     assert "generation.urls" not in command and "nccl" not in command
+    script = rendered("conf/debug/tiny_cpu.yaml", "launch.generation_servers=1", "generation.transport=nccl",
+                      cluster="conf/cluster/localhost.yaml")  # fmt: skip
+    _, _, command = step_lines(script, "trainer")
+    assert '"generation.nccl_master_address=$MASTER_ADDR"' in command  # the server's URL is its node's address
     assert "--container" not in script and "source .venv/bin/activate" in script
     assert "reward_service.url" not in command  # reward_service.mode=local: no service to start
 
