@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from nemo_spatial.cli import add_verbose_flag, run_main, verbose_requested
-from nemo_spatial.console import run_console
+from nemo_spatial.entry import start_run
 from nemo_spatial.preflight import preflight
-from nemo_spatial.run_lock import RUN_LOCK_HELD_ENV, RunDirLock, hold_run_dir
 from nemo_spatial.sft_config import SFTRunConfig, load_sft_config
 
 logger = logging.getLogger("nemo_spatial.sft")
@@ -39,37 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     verbose = args.verbose or verbose_requested([])
     cfg = load_sft_config(args.config, args.overrides)
-    if "RANK" in os.environ or args.nproc == 1:
-        from nemo_spatial.parallel.launch import single_process_env
-
-        single_process_env()
-        rank = int(os.environ["RANK"])
-        with hold_run_dir(cfg.run_dir, rank), run_console(cfg.run_dir, verbose, rank=rank):
-            run(cfg)
-        return 0
-    preflight(cfg, args.nproc)
-    from nemo_spatial.config import to_yaml
-    from nemo_spatial.parallel.launch import spawn
-
-    # The launcher owns the run directory (its ranks die with it); rank 0 sees it held by its parent.
-    with RunDirLock.acquire(cfg.run_dir):
-        spawn(
-            _spawned_worker,
-            nprocs=args.nproc,
-            args=(to_yaml(cfg), verbose),
-            env={RUN_LOCK_HELD_ENV: str(os.getpid())},
-        )
-    return 0
-
-
-def _spawned_worker(rank: int, cfg_yaml: str, verbose: bool = False) -> None:
-    from omegaconf import OmegaConf
-
-    from nemo_spatial.config import build
-
-    cfg = build(SFTRunConfig, [OmegaConf.create(cfg_yaml)])  # type: ignore[list-item]
-    with hold_run_dir(cfg.run_dir, rank), run_console(cfg.run_dir, verbose, rank=rank):  # the launcher holds it
-        run(cfg)
+    return start_run(cfg, args.nproc, verbose, run)
 
 
 def run(cfg: SFTRunConfig) -> None:
