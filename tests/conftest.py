@@ -1,3 +1,4 @@
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -6,6 +7,20 @@ import pytest
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_vllm_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One vLLM cache directory for the whole session, in every process the tests start (VLLM_CACHE_ROOT).
+
+    vLLM inspects a model class in a subprocess the first time it meets it and caches the answer (and any
+    compile artefacts) there; sharing the directory lets every later server, engine and trainer run reuse it,
+    while the user's ~/.cache/vllm is never written by the tests.
+    """
+    path = tmp_path_factory.mktemp("vllm-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VLLM_CACHE_ROOT", str(path))
+        yield path
 
 
 @pytest.fixture(scope="session")

@@ -20,11 +20,10 @@ from tests.e2e.generation.conftest import CONTINUATION, TrainerModel, chat_promp
 pytestmark = [pytest.mark.slow, pytest.mark.distributed, pytest.mark.timeout(2400)]
 
 
-def test_vllm_loads_each_export(export_runs, exports, tmp_path, monkeypatch):
+def test_vllm_loads_each_export(export_runs, exports):
     from nemo_spatial.generation.inprocess import InProcessGenerator
 
     root, _ = export_runs
-    monkeypatch.setenv("VLLM_CACHE_ROOT", str(tmp_path / "vllm-cache"))
     generator = InProcessGenerator(e2e_config(mode="inprocess", on_server_death="stop"), str(export_dir(root, "tp2")))
     text = chat_prompt("Where is the car?") + CONTINUATION
     request = GenerationRequest("fixed", text, images=[make_image(3)])

@@ -107,8 +107,9 @@ def trainer_model(tiny_model_dir: Path) -> TrainerModel:
 
 
 @pytest.fixture(scope="session")
-def vllm_cache_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    return {"VLLM_CACHE_ROOT": str(tmp_path_factory.mktemp("vllm-cache"))}
+def vllm_cache_env(session_vllm_cache: Path) -> dict[str, str]:
+    """The session's vLLM cache (tests/conftest.py), for a server or engine given its environment explicitly."""
+    return {"VLLM_CACHE_ROOT": str(session_vllm_cache)}
 
 
 @pytest.fixture(scope="session")
