@@ -167,7 +167,8 @@ class Trainer:
         idle = IdleGuard(tc.max_steps_without_update, tc.prompts_per_step)  # a run that trains nothing fails
         flag = PreemptionFlag().install()
         if tc.async_rollouts:
-            self._queue = RolloutQueue(self._generate_unless_restarted_at, self.is_driver)
+            # placement=apart: release_memory sleeps nothing; it hands over the request's per-server metrics.
+            self._queue = RolloutQueue(self._generate_unless_restarted_at, self.is_driver, self._release_generator)
         try:
             if tc.val_before_train and self.validates:
                 self.metrics.log(self.step, self.validate())
@@ -380,6 +381,7 @@ class Trainer:
             self._prefetch(queue, self.step + 1 + len(queue))
         metrics.update(lag_metrics(rollouts, self.version, tc.async_rollouts))
         metrics["timing/generate_background_s"] = batch.seconds  # the request's own time, mostly overlapped
+        metrics.update(self.collectives.run_on_driver(lambda: batch.metrics))  # generation/* of the router
         return batch.prompts, rollouts
 
     def _prefetch(self, queue: RolloutQueue, step: int) -> None:

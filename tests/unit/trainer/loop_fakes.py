@@ -124,6 +124,7 @@ class FakeGenerator:
     pushes: list[int] = field(default_factory=list)
     rows_seen: list[int] = field(default_factory=list)
     events: list[str] = field(default_factory=list)  # the phase hooks, generate and update_weights, in call order
+    phase_metrics: dict[str, float] = field(default_factory=dict)  # what release_memory returns (a router's)
 
     @property
     def weight_version(self) -> int:
@@ -165,7 +166,7 @@ class FakeGenerator:
 
     def release_memory(self) -> dict[str, float]:
         self.events.append("release_memory")
-        return {}
+        return {**self.phase_metrics, "generation/calls": float(self.calls)}
 
     def close(self) -> None:
         return None
