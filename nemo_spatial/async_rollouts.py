@@ -52,6 +52,7 @@ class PrefetchedBatch:
     data_state: dict[str, Any]
     future: Future[list[Rollout] | None] | None = None  # driver only
     seconds: float = 0.0  # how long its request ran on the background thread
+    metrics: dict[str, float] = field(default_factory=dict)  # the generator's phase metrics of that request
 
     def result(self) -> list[Rollout] | None:
         """The rollouts (waits for the request); None if the generator was restarted during it."""
@@ -66,6 +67,9 @@ class RolloutQueue:
 
     generate: GenerateFn
     is_driver: bool
+    # The generator's metrics of the request just finished (per-server busy time, groups, tail: what the
+    # synchronous loop logs from release_memory), read on the background thread before the next request starts.
+    phase_metrics: Callable[[], dict[str, float]] | None = None
     batches: deque[PrefetchedBatch] = field(default_factory=deque)
     _restarted: bool = False  # a request failed with a restart: later ones are failed too, until resubmitted
 
@@ -92,6 +96,8 @@ class RolloutQueue:
         batch.seconds = time.perf_counter() - start
         if rollouts is None:
             self._restarted = True
+        elif self.phase_metrics is not None:
+            batch.metrics = self.phase_metrics()
         return rollouts
 
     def wait_idle(self) -> None:

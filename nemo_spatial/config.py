@@ -93,6 +93,19 @@ class Config:
                 "shares the trainer's (vLLM sleeps while the policy trains): set generation.placement=apart, "
                 "or trainer.async_rollouts=0"
             )
+        if self.policy.offload_during_generation and self.generation.placement != "colocated":
+            raise ConfigError(
+                "policy.offload_during_generation=true frees the trainer's GPU memory for a colocated vLLM, but "
+                f"generation.placement={self.generation.placement!r} gives the servers GPUs of their own (nothing "
+                "would use that memory, and every step would pay the copies): remove the key (null: on when "
+                "colocated) or set generation.placement=colocated"
+            )
+
+    @property
+    def offloads_during_generation(self) -> bool:
+        """Whether the trainer offloads the policy's optimizer state and grads while the engines generate."""
+        colocated = self.generation.placement == "colocated"
+        return colocated and self.policy.offload_during_generation is not False
 
     @property
     def run_dir(self) -> Path:

@@ -1,7 +1,8 @@
 """The interfaces the GRPO loop is written against (trainer.py sees nothing else).
 
     Policy          the trainable model (models.qwen25_vl.MegatronPolicy): log-probs, one optimizer step,
-                    the HF-named weight export (collective), checkpoints, and this rank's share of the rows
+                    the HF-named weight export (collective), checkpoints, this rank's share of the rows, and
+                    the offload of its optimizer state and grads during a colocated generation phase
     Generator       rollouts and weight pushes (generation.types.Generator; ServerGenerator, InProcessGenerator)
     RewardClient    scores (reward.client.RewardClient; LocalRewardClient, RemoteRewardClient)
     PromptSource    the resumable prompt stream (data.PromptStream), yielding `Prompt`s
@@ -65,6 +66,15 @@ class Policy(Protocol):
 
     def named_hf_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
         """Full HF-named tensors; collective: every rank walks it to the end."""
+        ...
+
+    def offload_to_host(self) -> dict[str, float]:
+        """Before colocated engines wake: free the grads and move the optimizer state to host memory (the
+        weights stay: the refit reads them); timing/offload_s and the bytes. A no-op when already offloaded."""
+        ...
+
+    def reload_to_device(self) -> dict[str, float]:
+        """After the engines sleep, before the next forward: undo `offload_to_host`; timing/reload_s."""
         ...
 
     def save_checkpoint(self, path: str) -> None: ...

@@ -10,7 +10,9 @@ One step, as SpatialThinker's (EasyR1/veRL) trainer runs it:
     the driver streams it to the generator;
  3. the driver (global rank 0) asks the generator for n samples each and refuses rollouts from a stale weight
     version; a generator restarted mid-request is refit and asked again; groups the generator could not run
-    are dropped whole;
+    are dropped whole; colocated (generation.placement=colocated), points 2-3 are bracketed: every rank offloads
+    the policy's optimizer state and grads (policy.offload_during_generation; the weights stay) before the
+    engines wake, and reloads them once the engines sleep again, before the batch's forward passes;
  4. the driver scores them (in-process or the remote reward service) and broadcasts rollouts and rewards;
  5. GRPO advantages per group of n (groups by prompt index, never by text);
  6. the driver hands each rank the prompts of its data-parallel rows only (rollouts.rank_rows; uint8 images
@@ -165,7 +167,8 @@ class Trainer:
         idle = IdleGuard(tc.max_steps_without_update, tc.prompts_per_step)  # a run that trains nothing fails
         flag = PreemptionFlag().install()
         if tc.async_rollouts:
-            self._queue = RolloutQueue(self._generate_unless_restarted_at, self.is_driver)
+            # placement=apart: release_memory sleeps nothing; it hands over the request's per-server metrics.
+            self._queue = RolloutQueue(self._generate_unless_restarted_at, self.is_driver, self._release_generator)
         try:
             if tc.val_before_train and self.validates:
                 self.metrics.log(self.step, self.validate())
@@ -209,7 +212,7 @@ class Trainer:
                 metrics.update(self.refit())
             with timer("generate"):
                 rollouts = self._rollouts(prompts, self.cfg.generation.sampling)
-            metrics.update(self.collectives.run_on_driver(self._release_generator))
+            metrics.update(self._sleep_generator())
             require_version([r for r in rollouts if r.ok], self.version)
         groups = keep_complete_groups(rollouts, len(rollouts) // n, n)
         kept = groups.kept[: trainable_group_count(len(groups.kept), n, self.policy.sample_multiple)]
@@ -378,6 +381,7 @@ class Trainer:
             self._prefetch(queue, self.step + 1 + len(queue))
         metrics.update(lag_metrics(rollouts, self.version, tc.async_rollouts))
         metrics["timing/generate_background_s"] = batch.seconds  # the request's own time, mostly overlapped
+        metrics.update(self.collectives.run_on_driver(lambda: batch.metrics))  # generation/* of the router
         return batch.prompts, rollouts
 
     def _prefetch(self, queue: RolloutQueue, step: int) -> None:
@@ -399,10 +403,26 @@ class Trainer:
         return refit(self.policy, self.generator, self.collectives, self.version, self.cfg.generation.max_restarts)
 
     def _wake_generator(self) -> dict[str, float]:
-        """Every rank: before the refit, colocated engines wake; the trainer's cached GPU blocks go back first."""
+        """Every rank, before the refit: colocated engines wake. First each rank offloads the policy's optimizer
+        state and grads (policy.offload_during_generation) and hands its cached GPU blocks back, and all ranks
+        have done so (a barrier) before the driver wakes the engines, so that vLLM finds the memory on every GPU.
+        The weights stay on the device: the refit reads them."""
+        metrics: dict[str, float] = {}
         if self.cfg.generation.placement == "colocated":
+            if self.cfg.offloads_during_generation:
+                metrics.update(self.policy.offload_to_host())
             release_cached_device_memory()
-        return self.collectives.run_on_driver(self._prepare_generator)
+            self.collectives.barrier()
+        metrics.update(self.collectives.run_on_driver(self._prepare_generator))
+        return metrics
+
+    def _sleep_generator(self) -> dict[str, float]:
+        """Every rank, after generating: colocated engines sleep (the driver's call returns once they have, and
+        the other ranks wait for its result), then the policy's optimizer state and grads come back."""
+        metrics = self.collectives.run_on_driver(self._release_generator)
+        if self.cfg.offloads_during_generation:
+            metrics.update(self.policy.reload_to_device())
+        return metrics
 
     def _prepare_generator(self) -> dict[str, float]:
         """Before the refit: colocated engines wake (weights and KV cache back); see Generator."""
@@ -433,7 +453,7 @@ class Trainer:
 
         chosen: list[Prompt] = prompts() if self.is_driver else []
         rollouts = self._rollouts(chosen, sampling)
-        self.collectives.run_on_driver(self._release_generator)
+        self._sleep_generator()
         scores = self.collectives.run_on_driver(
             lambda: reward_metrics(self._score(chosen, rollouts, sampling.n), "val/reward")
         )

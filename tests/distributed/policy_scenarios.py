@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from nemo_spatial.models.qwen25_vl.optimizer import sub_optimizers
+
 # One AdamW step with eps >> |grad| is lr * grad / (|grad| + eps) ~ lr * grad: linear in the gradient, so updated
 # weights compared across layouts catch a wrongly reduced or scaled gradient (with the default eps the first
 # step is ~lr * sign(grad), blind to scale and noisy for gradients near zero).
@@ -266,6 +268,7 @@ def _resume_cases(policy: Any, batch: Any, checkpoints: Path) -> dict[str, Any]:
     policy.load_checkpoint(step1)
     cases["counts_after_resume"] = _step_counts(policy)
     cases["resumed"] = _step_record(policy, batch)
+    cases["offload"] = _offload_cases(policy, batch, step1)
     # Problem sequence: resume with the model only, train, save, resume: Adam has taken 1 step, the policy 2.
     policy.load_checkpoint(step1, load_optimizer=False)
     cases["fresh_adam"] = _step_record(policy, batch)
@@ -275,6 +278,42 @@ def _resume_cases(policy: Any, batch: Any, checkpoints: Path) -> dict[str, Any]:
     return cases
 
 
+def _offload_cases(policy: Any, batch: Any, step1: str) -> dict[str, Any]:
+    """Step 2 after an offload and reload (policy.offload_to_host: on CPU the grad buffers are freed, the optimizer
+    state stays; then a HostOffload that also copies the optimizer's tensors out and back, as on a GPU), to be
+    compared with step 2 without; and what the policy holds while offloaded."""
+    from nemo_spatial.models.qwen25_vl.offload import HostOffload
+
+    inner = policy.policy
+    out: dict[str, Any] = {}
+    policy.load_checkpoint(step1)
+    weights = dict(policy.named_hf_weights())
+    out["offload_metrics"] = policy.offload_to_host()
+    out["offload_again"] = policy.offload_to_host()  # idempotent
+    out["grad_bytes_offloaded"] = [b.grad_data.untyped_storage().nbytes() for b in inner.offload._grad_buffers()]
+    out["weights_unchanged_offloaded"] = all(torch.equal(weights[k], v) for k, v in policy.named_hf_weights())
+    try:
+        policy.train_step(batch, stand_in_loss)
+        out["train_while_offloaded"] = "trained"
+    except RuntimeError as error:
+        out["train_while_offloaded"] = str(error)
+    out["reload_metrics"] = policy.reload_to_device()
+    out["grad_bytes_reloaded"] = [b.grad_data.untyped_storage().nbytes() for b in inner.offload._grad_buffers()]
+    out["grads_zero_reloaded"] = all(bool((b.grad_data == 0).all()) for b in inner.offload._grad_buffers())
+    out["grad_buffer_bytes"] = [b.grad_data.numel() * b.grad_data.element_size() for b in inner.offload._grad_buffers()]
+    out["freed_path"] = _step_record(policy, batch)
+    policy.load_checkpoint(step1)
+    copying = HostOffload(inner.chunks, inner.optimizer, copy_state=True)
+    adam = [v for sub in sub_optimizers(inner.optimizer) for s in sub.optimizer.state.values() for v in s.values()]
+    before = [t.data_ptr() for t in adam if t.numel() > 1]
+    out["copy_metrics"] = copying.offload()
+    out["state_at_old_address"] = sorted({t.data_ptr() in before for t in adam if t.numel() > 1})
+    out["state_numel"] = sum(t.numel() for t in adam if t.numel() > 1)
+    copying.reload(torch.device("cpu"))
+    out["copied_path"] = _step_record(policy, batch)
+    return out
+
+
 def _step_record(policy: Any, batch: Any) -> dict[str, Any]:
     metrics = policy.train_step(batch, stand_in_loss)
     return {"metrics": metrics, "weights": dict(policy.named_hf_weights())}
@@ -282,8 +321,6 @@ def _step_record(policy: Any, batch: Any) -> dict[str, Any]:
 
 def _step_counts(policy: Any) -> dict[str, Any]:
     """The policy step and every torch AdamW step counter of this rank (one value when they agree)."""
-    from nemo_spatial.models.qwen25_vl.optimizer import sub_optimizers
-
     adam = {float(state["step"]) for sub in sub_optimizers(policy.optimizer) for state in sub.optimizer.state.values()}
     return {"policy": policy.step, "adam": sorted(adam)}
 

@@ -93,6 +93,26 @@ def test_resume_gives_the_identical_next_step(runs: dict) -> None:
     assert not all(torch.equal(fresh[name], continued[name]) for name in continued)
 
 
+def test_offloading_the_optimizer_between_steps_changes_nothing(runs: dict) -> None:
+    # The colocated generation phase: grads freed (and the optimizer's tensors copied to host buffers and back,
+    # as on a GPU), the refit's weight export untouched, training refused until the reload; the next step is the
+    # one without the offload, bit for bit.
+    cases, continued = runs["tp2"]["resume"]["offload"], runs["tp2"]["resume"]["continued"]
+    buffer_bytes = sum(cases["grad_buffer_bytes"])
+    assert buffer_bytes > 0 and cases["offload_metrics"]["offload/grad_bytes"] == buffer_bytes
+    assert cases["offload_metrics"]["offload/optimizer_bytes"] == 0  # CPU: device and host are one memory
+    assert cases["offload_again"] == {} and cases["grad_bytes_offloaded"] == [0] * len(cases["grad_buffer_bytes"])
+    assert cases["weights_unchanged_offloaded"] and "call reload_to_device()" in cases["train_while_offloaded"]
+    assert cases["grad_bytes_reloaded"] == cases["grad_buffer_bytes"] and cases["grads_zero_reloaded"]
+    assert cases["reload_metrics"]["timing/reload_s"] >= 0
+    assert cases["copy_metrics"]["offload/optimizer_bytes"] == 4 * cases["state_numel"] > 0  # exp_avg(_sq), fp32
+    assert cases["state_at_old_address"] == [False]  # every Adam tensor sat in a host buffer of its own
+    for path in ("freed_path", "copied_path"):
+        assert cases[path]["metrics"]["loss"] == continued["metrics"]["loss"], path
+        assert cases[path]["metrics"]["grad_norm"] == continued["metrics"]["grad_norm"], path
+        _assert_same_weights(cases[path]["weights"], continued["weights"], exact=True)
+
+
 def test_adam_step_count_restarts_after_a_model_only_resume(runs: dict) -> None:
     # Adam's bias correction needs its own step count, not the policy's: a model-only load starts Adam afresh
     # while the policy step continues, and a later resume restores the count Adam had (1), not the policy's (2).

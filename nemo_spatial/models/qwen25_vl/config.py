@@ -118,6 +118,9 @@ class PolicyConfig:
     max_seq_length: int = 8192  # prompt + response tokens (upstream: 6,144 + 2,048); checked against SP/CP
     temperature: float = 1.0  # log-probs of logits / temperature, as the sampler drew them
     reference: str = "cpu"  # "cpu": a CPU copy of the initial weights swapped in for ref log-probs; "none"
+    # generation.placement=colocated: free the grads and move the optimizer state to host memory while vLLM
+    # generates (models/qwen25_vl/offload.py). null: on when colocated; true under placement=apart is an error.
+    offload_during_generation: bool | None = None
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     fp8: FP8Config = field(default_factory=FP8Config)
 

@@ -8,6 +8,7 @@
     for name, tensor in policy.named_hf_weights(): ...                       # full HF tensors, every rank
     policy.save_checkpoint(path); policy.load_checkpoint(path)
     policy.export_hf(trainer_checkpoint)                                     # HF model in <run>/hf/step_N
+    policy.offload_to_host(); ...; policy.reload_to_device()                 # colocated generation phase
 
 Data: each rank passes the batch of ITS data-parallel rank's samples (`PolicyBatch`, nemo_spatial/batch.py):
 the rows `data_shard` names (ranks of one DP group, TP/PP peers, pass the same rows). The policy cuts it into
@@ -67,6 +68,7 @@ class MegatronPolicy:
 
         from nemo_spatial.models.qwen25_vl.bridge import load_model
         from nemo_spatial.models.qwen25_vl.fp8 import check_fp8_supported
+        from nemo_spatial.models.qwen25_vl.offload import HostOffload
         from nemo_spatial.models.qwen25_vl.optimizer import build_optimizer, ddp_config, install_grad_hooks
         from nemo_spatial.models.qwen25_vl.reference import HostReference
         from nemo_spatial.parallel.state import initialize, transformer_engine_available
@@ -91,6 +93,8 @@ class MegatronPolicy:
             self._load_initial_weights(cfg.init_checkpoint)
         self.reference = HostReference(self.chunks) if cfg.reference == "cpu" else None
         self.step = 0
+        # Optimizer state to host memory (on CUDA) and grad buffers freed while a colocated vLLM generates.
+        self.offload = HostOffload(self.chunks, self.optimizer, copy_state=self.state.device.type == "cuda")
 
     # ---- evaluation -------------------------------------------------------------------------------------
     def compute_log_probs(self, batch: PolicyBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,6 +129,7 @@ class MegatronPolicy:
         from nemo_spatial.models.qwen25_vl.forward import run_schedule
         from nemo_spatial.models.qwen25_vl.optimizer import optimizer_step, zero_grads
 
+        self._require_on_device("train_step")
         started = time.perf_counter()
         local = LossScale.for_global_batch([batch.response_mask])
         assert local.num_tokens is not None and local.num_seqs is not None
@@ -159,6 +164,20 @@ class MegatronPolicy:
         )
         return metrics
 
+    # ---- the colocated generation phase -----------------------------------------------------------------
+    def offload_to_host(self) -> dict[str, float]:
+        """Free this rank's grad buffers and move its optimizer state to pinned host memory (models/qwen25_vl/
+        offload.py; the weights stay, for the refit); timing/offload_s and the bytes. Idempotent."""
+        return self.offload.offload()
+
+    def reload_to_device(self) -> dict[str, float]:
+        """Undo `offload_to_host` before the next forward/backward (grads re-allocated zeroed); timing/reload_s."""
+        return self.offload.reload(self.state.device)
+
+    def _require_on_device(self, what: str) -> None:
+        if self.offload.offloaded:
+            raise RuntimeError(f"MegatronPolicy.{what} needs the optimizer state and grads: call reload_to_device()")
+
     # ---- weights and checkpoints ------------------------------------------------------------------------
     def named_hf_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
         """(HF name, full tensor on the CPU) for every weight, gathered from the TP/PP shards (collective).
@@ -173,6 +192,7 @@ class MegatronPolicy:
     def save_checkpoint(self, path: str) -> None:
         from nemo_spatial.models.qwen25_vl.checkpoint import save_policy_checkpoint
 
+        self._require_on_device("save_checkpoint")
         save_policy_checkpoint(path, self.chunks, self.optimizer, self.scheduler, self.layout, self.step)
 
     def export_hf(self, checkpoint: str) -> str:
@@ -189,6 +209,7 @@ class MegatronPolicy:
         state, or restarts at 0 with fresh moments when only the model loads (see checkpoint.py)."""
         from nemo_spatial.models.qwen25_vl.checkpoint import load_policy_checkpoint
 
+        self._require_on_device("load_checkpoint")
         info = load_policy_checkpoint(path, self.chunks, self.optimizer, self.scheduler, self.layout, load_optimizer)
         self.step = int(info["step"])
         return info

@@ -124,6 +124,7 @@ class FakeGenerator:
     pushes: list[int] = field(default_factory=list)
     rows_seen: list[int] = field(default_factory=list)
     events: list[str] = field(default_factory=list)  # the phase hooks, generate and update_weights, in call order
+    phase_metrics: dict[str, float] = field(default_factory=dict)  # what release_memory returns (a router's)
 
     @property
     def weight_version(self) -> int:
@@ -165,7 +166,7 @@ class FakeGenerator:
 
     def release_memory(self) -> dict[str, float]:
         self.events.append("release_memory")
-        return {}
+        return {**self.phase_metrics, "generation/calls": float(self.calls)}
 
     def close(self) -> None:
         return None
@@ -202,8 +203,18 @@ def decode(token_ids: list[int]) -> str:
 class FakePolicy:
     """One weight tensor trained by the loss the loop passes; records the batches it was given."""
 
-    def __init__(self, rank: int = 0, size: int = 1, micro_batch_size: int = 2, signal_at_step: int | None = None):
+    def __init__(
+        self,
+        rank: int = 0,
+        size: int = 1,
+        micro_batch_size: int = 2,
+        signal_at_step: int | None = None,
+        events: list[str] | None = None,
+    ):
         self.rank, self.size, self.micro_batch_size = rank, size, micro_batch_size
+        # offload / reload / train_step in call order (pass the generator's list: one timeline of both)
+        self.events = [] if events is None else events
+        self.offloaded = False
         self.weight = torch.zeros(1, requires_grad=True)
         self.trained_rows: list[int] = []
         self.step = 0
@@ -223,6 +234,7 @@ class FakePolicy:
         return -(tokens % 7 + 1) * 0.1 * batch.attention_mask + self.weight * (tokens % 3 + 1) * batch.response_mask
 
     def compute_log_probs(self, batch: PolicyBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        assert not self.offloaded, "a training forward while the optimizer state is offloaded"
         with torch.no_grad():
             log_probs = self._log_probs(batch)
         return log_probs, torch.zeros_like(log_probs)
@@ -230,7 +242,19 @@ class FakePolicy:
     def reference_log_probs(self, batch: PolicyBatch) -> torch.Tensor:
         return self.compute_log_probs(batch)[0]
 
+    def offload_to_host(self) -> dict[str, float]:
+        self.events.append("offload")
+        self.offloaded = True
+        return {"timing/offload_s": 0.5, "offload/optimizer_bytes": 12.0, "offload/grad_bytes": 4.0}
+
+    def reload_to_device(self) -> dict[str, float]:
+        self.events.append("reload")
+        self.offloaded = False
+        return {"timing/reload_s": 0.25}
+
     def train_step(self, batch: PolicyBatch, loss_fn: Any) -> dict[str, float]:
+        assert not self.offloaded, "train_step while the optimizer state is offloaded"
+        self.events.append("train_step")
         assert batch.pixel_values is not None and batch.image_index is not None
         # Images are held once per prompt: the n samples of a group point at one image.
         assert batch.image_grid_thw is not None and batch.image_grid_thw.shape[0] == len(
@@ -256,6 +280,7 @@ class FakePolicy:
             yield name, tensor
 
     def save_checkpoint(self, path: str) -> None:
+        assert not self.offloaded, "a checkpoint while the optimizer state is offloaded"
         Path(path).mkdir(parents=True, exist_ok=True)
         saved = {"w": float(self.weight.detach()), "step": self.step}
         (Path(path) / f"rank{self.rank}.json").write_text(json.dumps(saved))

@@ -82,6 +82,8 @@ def test_the_next_batch_is_generated_while_a_step_trains_and_the_lag_is_logged(t
     assert generator.pushes == [1, 2, 3] and trainer.version == 4
     assert _unique_rows(policy.rows) == list(range(16))  # every prompt once, in the stream's order
     assert all("actor/mismatch/kl_k1" in m and "timing/generate_background_s" in m for m in metrics)
+    # The router's per-server metrics of each step's own request (the sync loop's release_memory ones).
+    assert [m["generation/calls"] for m in metrics] == [1, 2, 3, 4]
 
 
 def test_k2_buffers_two_batches_and_keeps_the_lag_within_k(tmp_path):

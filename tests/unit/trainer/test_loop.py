@@ -16,6 +16,7 @@ import pytest
 import torch.distributed as dist
 
 from nemo_spatial.checkpoint import latest_checkpoint, load_trainer_state
+from nemo_spatial.errors import ConfigError
 from nemo_spatial.parallel.collectives import LocalCollectives
 from nemo_spatial.parallel.launch import spawn
 from nemo_spatial.reward.client import RewardServiceError
@@ -180,3 +181,39 @@ def test_validation_scores_the_weights_of_the_step_it_follows(tmp_path):
     trainer.fit()
     assert generator.pushes == [1, 2, 3]  # one push per update, each before the validation that follows it
     assert all("val/reward/overall/mean" in m for m in logged(cfg))
+
+
+def test_colocated_offloads_the_optimizer_before_the_engines_wake_and_reloads_after_they_sleep(tmp_path):
+    """placement=colocated: per generation phase (each step's, each validation's) one offload before the wake,
+    one reload after the sleep and before any training; policy.offload_during_generation=false: none."""
+    cfg = config(tmp_path, "generation.placement=colocated", "data.val_files=synthetic:4:0@val", "trainer.val_every=2",
+                 "trainer.val_before_train=true", "trainer.save_every=1")  # fmt: skip
+    generator = FakeGenerator()
+    policy = FakePolicy(events=generator.events)
+    trainer = Trainer(
+        cfg, policy, FakePrompts(), generator, FakeReward(), metrics_logger(cfg), cfg.run_dir, pad_id=0,
+        decode=decode, collectives=LocalCollectives(), val_prompts=FakePrompts(),
+    )  # fmt: skip
+    trainer.fit()
+    wake, sleep = ["offload", "prepare_for_generation"], ["release_memory", "reload"]
+    phase = [*wake, "update_weights", "generate", *sleep]
+    step = [*phase, "train_step", "train_step"]
+    first = [*wake, "generate", *sleep]  # version 0: nothing to push
+    train = ["train_step", "train_step"]
+    # Validation before training; steps 1-3, a validation after step 2 (its refit pushes step 2's weights, so
+    # step 3 has none to push).
+    assert generator.events == [*first, *first, *train, *step, *phase, *first, *train]
+    metrics = [m for m in logged(cfg) if "timing/step_s" in m]  # the steps' (not the validation before step 1)
+    assert [m["timing/offload_s"] for m in metrics] == [0.5] * 3 and all(m["timing/reload_s"] == 0.25 for m in metrics)
+    assert metrics[0]["offload/optimizer_bytes"] == 12.0 and metrics[0]["offload/grad_bytes"] == 4.0
+
+    off = config(tmp_path / "off", "generation.placement=colocated", "policy.offload_during_generation=false")
+    events: list[str] = []
+    _trainer(off, FakePolicy(events=events), FakeGenerator(events=events)).fit()
+    assert "offload" not in events and "reload" not in events and events.count("prepare_for_generation") == 3
+
+
+def test_offload_during_generation_is_refused_where_no_engine_shares_the_gpus(tmp_path):
+    with pytest.raises(ConfigError, match="policy.offload_during_generation=true .* generation.placement='apart'"):
+        config(tmp_path, "policy.offload_during_generation=true")
+    assert not config(tmp_path).offloads_during_generation  # apart, the key unset: nothing to offload
