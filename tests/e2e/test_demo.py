@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from nemo_spatial.logging_sinks import CONSOLE_KEYS
+
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow]
 QUIET = ("logging.wandb_mode=disabled", "logging.tensorboard=false", "logging.progress_bar=false")
@@ -66,6 +68,7 @@ def test_sft_warm_start_learns_the_format_and_grpo_keeps_it(tiny_model_dir, tmp_
     _run("nemo_spatial.train", "conf/debug/tiny_cpu_demo.yaml", model, init, f"run.output_dir={tmp_path}")
     grpo = [m for m in _metrics(tmp_path / "tiny-cpu-demo") if "reward/format/mean" in m]
     assert [m["step"] for m in grpo] == list(range(1, 16))
+    assert set(CONSOLE_KEYS) <= set(grpo[0])  # the progress bar shows metrics that exist (the KL's too)
     formats = [round(m["reward/format/mean"], 3) for m in grpo]
     # Every step samples from the SFT weights (synced before the first rollout) or later ones; a random model: 0.
     assert min(formats) > STEP_FORMAT_MIN, formats
