@@ -197,14 +197,15 @@ class RouterGenerator:
         return GeneratorHealth(not bad, low, "; ".join(bad), states[0].model, states[0].max_model_len)
 
     def prepare_for_generation(self) -> dict[str, float]:
-        """Wake every running server (a restarting one comes back awake), in parallel."""
-        return _slowest(self._on_all(lambda s: s.member.prepare_for_generation(), ready_only=True))
+        """Wake every running server (a restarting one comes back awake), in parallel; one that died asleep is
+        restarted under on_server_death=restart (it comes back awake, at version 0: the refit re-syncs it)."""
+        return _slowest(self._on_ready_restarting_the_dead(lambda s: s.member.prepare_for_generation(), "wake"))
 
     def release_memory(self) -> dict[str, float]:
         """The phase's metrics (per-server busy time, groups, tail), and the running servers put to sleep."""
         # A server still restarting would come up awake during the trainer's phase (colocated: out of memory).
         self._wait_restarts()
-        slept = self._on_all(lambda s: s.member.release_memory(), ready_only=True)
+        slept = self._on_ready_restarting_the_dead(lambda s: s.member.release_memory(), "sleep")
         metrics = {**self._last_metrics, **_slowest(slept)}
         self._last_metrics = {}
         return metrics
@@ -468,10 +469,45 @@ class RouterGenerator:
         metrics["generation/wall_s"] = time.monotonic() - started
         return metrics
 
+    def _on_ready_restarting_the_dead(self, work: Callable[[_Server], T], what: str) -> list[T]:
+        """`work` on every ready server in parallel. A server found dead (a colocated one may die asleep, between
+        requests, where no request or probe sees it) is restarted under on_server_death=restart and `work` done
+        on it again once it is back; otherwise the run stops with its log tail."""
+
+        def guarded(server: _Server) -> T | GeneratorUnavailableError:
+            try:
+                return work(server)
+            except GeneratorUnavailableError as error:
+                return error
+
+        results: list[T] = []
+        dead: list[_Server] = []
+        self._collect_restarts()
+        servers = [s for s in self.servers if s.state == "ready"]
+        for server, result in zip(servers, self._in_parallel(guarded, servers), strict=True):
+            if not isinstance(result, GeneratorUnavailableError):
+                results.append(result)
+                continue
+            if not self._can_restart(server):
+                first_line = str(result).splitlines()[0]
+                raise GeneratorUnavailableError(
+                    f"generation server {server.index} ({server.member.url}) died (found at its {what}): {first_line}",
+                    result.log_tail,
+                ) from result
+            logger.error("generation server %d died (found at its %s); restarting it", server.index, what)
+            self._start_restart(server, result)
+            dead.append(server)
+        if dead:
+            self._wait_restarts()
+            results += [work(server) for server in dead]
+        return results
+
     def _on_all(self, work: Callable[[_Server], T], ready_only: bool = False) -> list[T]:
         if ready_only:
             self._collect_restarts()
-        servers = [s for s in self.servers if s.state == "ready" or not ready_only]
+        return self._in_parallel(work, [s for s in self.servers if s.state == "ready" or not ready_only])
+
+    def _in_parallel(self, work: Callable[[_Server], T], servers: list[_Server]) -> list[T]:
         with ThreadPoolExecutor(max_workers=len(self.servers), thread_name_prefix="router") as pool:
             return list(pool.map(work, servers))
 

@@ -17,7 +17,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-STATE: dict[str, Any] = {"version": 0, "syncs": 0, "generate_calls": 0, "hung": False, "syncing": None}
+STATE: dict[str, Any] = {
+    "version": 0, "syncs": 0, "generate_calls": 0, "hung": False, "syncing": None, "sleeping": False
+}  # fmt: skip
 LOCK = threading.Lock()
 
 
@@ -55,6 +57,7 @@ def make_handler(args: argparse.Namespace) -> type[BaseHTTPRequestHandler]:
                     "world_size": 1,
                     "syncs": STATE["syncs"],
                     "generate_calls": STATE["generate_calls"],
+                    "sleeping": STATE["sleeping"],
                 }
             )
 
@@ -70,6 +73,9 @@ def make_handler(args: argparse.Namespace) -> type[BaseHTTPRequestHandler]:
             elif route == "weights/update":
                 path = body["update_info"]["path"]
                 self._reply({"ok": True} if os.path.exists(path) else {"error": f"no bucket {path}"})
+            elif route in ("sleep", "wake_up"):  # placement=colocated's phase calls; nothing to free here
+                STATE["sleeping"] = route == "sleep"
+                self._reply({"sleeping": STATE["sleeping"], "seconds": 0.0})
             elif route == "weights/finish":
                 with LOCK:
                     STATE["version"], STATE["syncing"] = body["version"], None

@@ -31,11 +31,15 @@ class FakeServerProcess(ServerProcess):
         return [sys.executable, "-m", module, "--port", str(self.port), "--server-id", str(self.server_id), *self.flags]
 
 
-def router(tmp_path: Path, flags: dict[int, list[str]] | None = None, **cfg_overrides: object) -> RouterGenerator:
+def router(
+    tmp_path: Path, flags: dict[int, list[str]] | None = None, placement: str = "apart", **cfg_overrides: object
+) -> RouterGenerator:
     cfg = GenerationConfig(startup_timeout_s=30, request_timeout_s=60, health_timeout_s=1, **cfg_overrides)  # type: ignore[arg-type]
     members = []
     for i in range(2):
-        member_cfg = GenerationConfig(startup_timeout_s=30, request_timeout_s=60, health_timeout_s=1)
+        member_cfg = GenerationConfig(
+            startup_timeout_s=30, request_timeout_s=60, health_timeout_s=1, placement=placement
+        )
         process = FakeServerProcess(member_cfg, tmp_path / f"server_{i}.log", i, *(flags or {}).get(i, []))
         process.start()
         process.wait_ready()
@@ -91,6 +95,33 @@ def test_a_crashed_server_restarts_its_groups_go_to_the_other_and_the_refit_reac
         assert server_info(gen, 0)["syncs"] == 1 and server_info(gen, 1)["syncs"] == 1  # only the lagging one
         again = gen.generate(batch(8), SamplingConfig(n=2))
         assert {r.token_ids[0] for r in again} == {0, 1} and gen.weight_version == 1
+    finally:
+        gen.close()
+
+
+@pytest.mark.parametrize("policy", ["restart", "stop"])
+def test_a_colocated_server_that_dies_asleep_is_restarted_at_its_wake_or_stops_the_run(
+    tmp_path: Path, policy: str
+) -> None:
+    """Asleep between phases, no request or probe reaches a colocated server: its death shows at the wake."""
+    gen = router(tmp_path, placement="colocated", on_server_death=policy)
+    try:
+        gen.update_weights(iter(weights()), 1)
+        gen.generate(batch(4), SamplingConfig(n=2))
+        gen.release_memory()
+        assert [server_info(gen, i)["sleeping"] for i in range(2)] == [True, True]
+        gen.servers[0].member.process.proc.kill()  # type: ignore[union-attr]
+        gen.servers[0].member.process.proc.wait()  # type: ignore[union-attr]
+        if policy == "stop":
+            with pytest.raises(GeneratorUnavailableError, match="server 0 .* died \\(found at its wake\\)"):
+                gen.prepare_for_generation()
+            return
+        gen.prepare_for_generation()
+        assert gen.servers[0].member.process.starts == 2 and gen.servers[0].state == "ready"  # type: ignore[union-attr]
+        assert [server_info(gen, i)["sleeping"] for i in range(2)] == [False, False]  # the new one starts awake
+        assert gen.weight_version == 0  # the refit re-syncs the restarted server, then both serve
+        gen.update_weights(iter(weights()), 1)
+        assert {r.token_ids[0] for r in gen.generate(batch(8), SamplingConfig(n=2))} == {0, 1}
     finally:
         gen.close()
 
