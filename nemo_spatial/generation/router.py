@@ -215,7 +215,7 @@ class RouterGenerator:
             transport.close()
             fanout.close()
         self._transports.clear()
-        self._on_all(lambda s: s.member.close())
+        self._in_parallel(lambda s: s.member.close(), self.servers)
 
     # ---- dispatch -----------------------------------------------------------------------------------------
     def _chunk_groups(self, num_groups: int, n: int) -> int:
@@ -501,11 +501,6 @@ class RouterGenerator:
             self._wait_restarts()
             results += [work(server) for server in dead]
         return results
-
-    def _on_all(self, work: Callable[[_Server], T], ready_only: bool = False) -> list[T]:
-        if ready_only:
-            self._collect_restarts()
-        return self._in_parallel(work, [s for s in self.servers if s.state == "ready" or not ready_only])
 
     def _in_parallel(self, work: Callable[[_Server], T], servers: list[_Server]) -> list[T]:
         with ThreadPoolExecutor(max_workers=len(self.servers), thread_name_prefix="router") as pool:

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from nemo_spatial.models.qwen25_vl.optimizer import sub_optimizers
+from nemo_spatial.parallel.device_memory import release_cached_device_memory, synchronize_device
 
 
 @dataclass
@@ -50,7 +51,7 @@ class HostOffload:
         if self.offloaded:
             return {}
         started = time.perf_counter()
-        _synchronize()  # the optimizer step's kernels write what is about to move
+        synchronize_device()  # the optimizer step's kernels write what is about to move
         grad_bytes = 0
         for buffer in self._grad_buffers():
             grad_bytes += buffer.grad_data.numel() * buffer.grad_data.element_size()
@@ -64,8 +65,7 @@ class HostOffload:
                 host.copy_(tensor.data, non_blocking=host.is_pinned())
                 tensor.data = host  # the device block goes back to the allocator, after the copy in stream order
                 state_bytes += host.numel() * host.element_size()
-        _synchronize()  # the host copies are complete before anything reads them
-        _empty_cache()
+        release_cached_device_memory()  # the host copies are complete; the freed blocks go back to the driver
         self.offloaded = True
         return {
             "timing/offload_s": time.perf_counter() - started,
@@ -86,7 +86,7 @@ class HostOffload:
                 on_device = torch.empty(host.shape, dtype=host.dtype, device=device)
                 on_device.copy_(host, non_blocking=host.is_pinned())
                 tensor.data = on_device
-        _synchronize()
+        synchronize_device()
         self.offloaded = False
         return {"timing/reload_s": time.perf_counter() - started}
 
@@ -170,13 +170,3 @@ def _registered(flat: torch.Tensor) -> bool:
 
 def _same_storage(a: torch.Tensor, b: torch.Tensor | None) -> bool:
     return b is not None and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
-
-
-def _synchronize() -> None:
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()
-
-
-def _empty_cache() -> None:
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.empty_cache()
