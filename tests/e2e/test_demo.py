@@ -63,6 +63,7 @@ def test_sft_warm_start_learns_the_format_and_grpo_keeps_it(tiny_model_dir, tmp_
         json.loads(line)["response"] for line in (tmp_path / "tiny-cpu-sft/validation/step_000200.jsonl").open()
     ]
     assert len(responses) == 8 and all(r.startswith("<observe>The question is about") for r in responses)
+    assert all("</observe>\n<scene>{" in r for r in responses)  # the random model at step 0 writes neither
 
     init = f"policy.init_checkpoint={tmp_path / 'tiny-cpu-sft'}"
     _run("nemo_spatial.train", "conf/debug/tiny_cpu_demo.yaml", model, init, f"run.output_dir={tmp_path}")
