@@ -76,3 +76,10 @@ def test_sft_warm_start_learns_the_format_and_grpo_keeps_it(tiny_model_dir, tmp_
     change = _mean(grpo[-K:], "reward/format/mean") - _mean(grpo[:K], "reward/format/mean")
     assert change >= -MAX_DROP, formats  # GRPO keeps the format (a rise is not reliable in 15 steps: docstring)
     assert _mean(grpo[-K:], "reward/format/mean") >= LAST_MIN, formats
+    # A SpatialThinker rollout sample, what a person opens to see what the model does (the trainer's e2e runs use
+    # another reward and a short prompt): the image, the prompt, each response's scene graph and reward components.
+    sample_dir = tmp_path / "tiny-cpu-demo" / "rollouts" / "step_000005"
+    sample = json.loads((sample_dir / "rollouts.json").read_text())
+    assert (sample_dir / "image.png").stat().st_size > 0 and "Image size:" in sample["prompt"]
+    assert len(sample["samples"]) == 8 and list(sample["samples"][0]) == ["response", "scene_graph", "reward", "error"]
+    assert set(sample["samples"][0]["reward"]) == {"overall", "format", "count", "accuracy", "spatial"}
