@@ -1,7 +1,32 @@
-from collections.abc import Iterator
+import faulthandler
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
+from _pytest.faulthandler import fault_handler_stderr_fd_key  # the fd pytest's own watchdog writes to
+
+FAULTHANDLER_GRACE_S = 60  # the C watchdog fires this long after pytest-timeout's own limit
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    """Give faulthandler's watchdog (pyproject: faulthandler_timeout) a test's own `timeout` mark + 60 s.
+
+    pytest arms the watchdog with one session-wide limit around setup, call and teardown, and it ends the whole
+    run; a test marked with a longer pytest-timeout limit would be cut at the session-wide one instead of its
+    own. trylast: this wrapper runs inside pytest's faulthandler wrapper, so it re-arms after it has armed.
+    """
+    marker = item.get_closest_marker("timeout")
+    armed = (
+        float(item.config.getini("faulthandler_timeout") or 0) > 0 and fault_handler_stderr_fd_key in item.config.stash
+    )
+    if marker is not None and marker.args and armed:
+        faulthandler.dump_traceback_later(
+            float(marker.args[0]) + FAULTHANDLER_GRACE_S,
+            file=item.config.stash[fault_handler_stderr_fd_key],
+            exit=bool(item.config.getini("faulthandler_exit_on_timeout")),
+        )
+    return (yield)
 
 
 @pytest.fixture(scope="session")
