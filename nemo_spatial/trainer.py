@@ -28,7 +28,8 @@ generator must hold and that every rollout carries; they differ only after steps
 complete group). The policy's own `step` counts optimizer steps (several per GRPO step; a step skipped for a
 non-finite gradient does not count); it drives the LR schedule and lives in the policy checkpoint.
 Departures from upstream: mini-batches are taken in rollout order (upstream shuffles the rollout batch
-first; with one PPO epoch every sample is used once either way). Sampling is not seeded per request
+first; with one PPO epoch every sample is used once either way, with several each epoch takes them in
+the same order). Sampling is not seeded per request
 (`generation.sampling.seed` stays as configured): vLLM's CPU build crashes on per-request seeds ("CPU
 Generator does not use offset"), so a resumed run continues with the same prompts and weights but fresh
 samples.

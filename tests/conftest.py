@@ -8,6 +8,16 @@ from _pytest.faulthandler import fault_handler_stderr_fd_key  # the fd pytest's 
 FAULTHANDLER_GRACE_S = 60  # the C watchdog fires this long after pytest-timeout's own limit
 
 
+def _timeout_mark_seconds(item: pytest.Item) -> float | None:
+    """A test's `timeout` mark in seconds (positional or `timeout=`); None without one, or for 0/None (no limit:
+    the session-wide watchdog then stays, as the mark cannot say how long the test may run)."""
+    marker = item.get_closest_marker("timeout")
+    if marker is None:
+        return None
+    value = marker.kwargs.get("timeout", marker.args[0] if marker.args else None)
+    return float(value) if value is not None and float(value) > 0 else None
+
+
 @pytest.hookimpl(wrapper=True, trylast=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
     """Give faulthandler's watchdog (pyproject: faulthandler_timeout) a test's own `timeout` mark + 60 s.
@@ -16,13 +26,13 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
     run; a test marked with a longer pytest-timeout limit would be cut at the session-wide one instead of its
     own. trylast: this wrapper runs inside pytest's faulthandler wrapper, so it re-arms after it has armed.
     """
-    marker = item.get_closest_marker("timeout")
+    limit = _timeout_mark_seconds(item)
     armed = (
         float(item.config.getini("faulthandler_timeout") or 0) > 0 and fault_handler_stderr_fd_key in item.config.stash
     )
-    if marker is not None and marker.args and armed:
+    if limit is not None and armed:
         faulthandler.dump_traceback_later(
-            float(marker.args[0]) + FAULTHANDLER_GRACE_S,
+            limit + FAULTHANDLER_GRACE_S,
             file=item.config.stash[fault_handler_stderr_fd_key],
             exit=bool(item.config.getini("faulthandler_exit_on_timeout")),
         )

@@ -17,6 +17,10 @@ import pytest
 def test_marked_runs_past_the_session_watchdog():
     time.sleep(3)
 
+@pytest.mark.timeout(timeout=30)
+def test_marked_by_keyword_too():
+    time.sleep(3)
+
 def test_unmarked_is_ended_by_it():
     time.sleep(3)
 """
@@ -31,7 +35,8 @@ def _pytest(directory: Path, test: str) -> subprocess.CompletedProcess[str]:
 def test_the_watchdog_follows_a_tests_timeout_mark(tmp_path):
     shutil.copy(CONFTEST, tmp_path / "conftest.py")
     (tmp_path / "test_cases.py").write_text(CASES)
-    marked = _pytest(tmp_path, "test_marked_runs_past_the_session_watchdog")
-    assert marked.returncode == 0, marked.stdout + marked.stderr
+    for test in ("test_marked_runs_past_the_session_watchdog", "test_marked_by_keyword_too"):
+        marked = _pytest(tmp_path, test)
+        assert marked.returncode == 0, marked.stdout + marked.stderr
     unmarked = _pytest(tmp_path, "test_unmarked_is_ended_by_it")  # the session-wide 1 s still holds without a mark
     assert unmarked.returncode != 0 and "Timeout" in unmarked.stdout + unmarked.stderr, unmarked.stdout
