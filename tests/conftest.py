@@ -4,18 +4,18 @@ from pathlib import Path
 
 import pytest
 from _pytest.faulthandler import fault_handler_stderr_fd_key  # the fd pytest's own watchdog writes to
+from pytest_timeout import _get_item_settings as _timeout_settings  # its parser of the mark (args, timeout=)
 
 FAULTHANDLER_GRACE_S = 60  # the C watchdog fires this long after pytest-timeout's own limit
 
 
 def _timeout_mark_seconds(item: pytest.Item) -> float | None:
-    """A test's `timeout` mark in seconds (positional or `timeout=`); None without one, or for 0/None (no limit:
-    the session-wide watchdog then stays, as the mark cannot say how long the test may run)."""
-    marker = item.get_closest_marker("timeout")
-    if marker is None:
+    """A test's `timeout` mark in seconds, read as pytest-timeout itself reads it; None without a mark, or for
+    0/None (no limit: the session-wide watchdog then stays, as the mark cannot say how long the test may run)."""
+    if item.get_closest_marker("timeout") is None:
         return None
-    value = marker.kwargs.get("timeout", marker.args[0] if marker.args else None)
-    return float(value) if value is not None and float(value) > 0 else None
+    seconds = _timeout_settings(item).timeout
+    return float(seconds) if seconds is not None and seconds > 0 else None
 
 
 @pytest.hookimpl(wrapper=True, trylast=True)
